@@ -1,0 +1,523 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+netd's configuration file: loading, validation and the embedded default.
+
+The file is TOML::
+
+    [netd]                      # global settings
+    [netd.limits]               # default limits for every service
+    [services.<name>]           # any number of named service instances
+    type = "echo"
+    listen = ["tcp:7:interface=127.0.0.1", "udp:7:interface=127.0.0.1"]
+    [services.<name>.limits]    # this service's limits, over the defaults
+
+L{loadConfig} reads a file (or the embedded default) and returns a
+L{NetdConfig}, or raises L{ConfigError} listing every problem at once, each
+naming the file and the key path. Nothing here binds or writes anything.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import pwd
+import re
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from attrs import frozen
+
+from netd.descriptions import Listener, parseListener
+from netd.services import serviceTypes
+from netd.settings import (
+    Network,
+    Problem,
+    Setting,
+    boolean,
+    describe,
+    integer,
+    joinPath,
+    networks,
+    number,
+    optionalString,
+    readTable,
+    unknownKey,
+)
+
+EMBEDDED_DEFAULT = "<embedded default>"
+
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@frozen
+class Limits:
+    """
+    The session limits every service honours (see L{netd.policy}).
+
+    @ivar maxSessions: Most concurrent sessions for the service.
+    @ivar maxSessionsPerPeer: Most concurrent sessions from one address.
+    @ivar idleTimeout: Seconds without traffic before a session is closed;
+        0 disables.
+    @ivar maxDuration: Seconds a session may last; 0 is unlimited.
+    @ivar maxBytes: Bytes (in plus out) a session may carry; 0 is unlimited.
+    @ivar allow: If not empty, only peers in these networks are served.
+    @ivar deny: Peers in these networks are never served (wins over allow).
+    """
+
+    maxSessions: int = 1000
+    maxSessionsPerPeer: int = 64
+    idleTimeout: float = 300.0
+    maxDuration: float = 0.0
+    maxBytes: int = 0
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
+
+
+LIMIT_SETTINGS = (
+    Setting(
+        "max_sessions",
+        Limits.maxSessions,
+        integer(1, 1_000_000),
+        "most concurrent sessions for the service",
+    ),
+    Setting(
+        "max_sessions_per_peer",
+        Limits.maxSessionsPerPeer,
+        integer(1, 1_000_000),
+        "most concurrent sessions from one source address",
+    ),
+    Setting(
+        "idle_timeout",
+        Limits.idleTimeout,
+        number(0, 86400 * 365),
+        "seconds without traffic before a session is closed (0: never)",
+    ),
+    Setting(
+        "max_duration",
+        Limits.maxDuration,
+        number(0, 86400 * 365),
+        "seconds a session may last (0: unlimited)",
+    ),
+    Setting(
+        "max_bytes",
+        Limits.maxBytes,
+        integer(0, 2**62),
+        "bytes in plus out a session may carry (0: unlimited)",
+    ),
+    Setting("allow", (), networks, "if not empty, serve only these CIDR prefixes"),
+    Setting("deny", (), networks, "never serve these CIDR prefixes (wins over allow)"),
+)
+
+_LIMIT_FIELDS = {
+    "max_sessions": "maxSessions",
+    "max_sessions_per_peer": "maxSessionsPerPeer",
+    "idle_timeout": "idleTimeout",
+    "max_duration": "maxDuration",
+    "max_bytes": "maxBytes",
+    "allow": "allow",
+    "deny": "deny",
+}
+
+
+@frozen
+class ServiceConfig:
+    """
+    One configured service instance.
+
+    @ivar name: The instance name (the key under C{[services]}).
+    @ivar type: The service type, a key of L{netd.services.serviceTypes}.
+    @ivar listeners: Where it listens.
+    @ivar limits: Its session limits.
+    @ivar settings: Its type-specific settings, converted, defaults filled.
+    """
+
+    name: str
+    type: str
+    listeners: tuple[Listener, ...]
+    limits: Limits
+    settings: Mapping[str, Any]
+
+
+@frozen
+class NetdConfig:
+    """
+    A whole, valid configuration.
+
+    @ivar source: The file it came from, or L{EMBEDDED_DEFAULT}.
+    @ivar services: The enabled service instances, in file order.
+    @ivar user: The user to run as after binding, if any.
+    @ivar group: The group to run as after binding, if any.
+    @ivar statsInterval: Seconds between periodic counter log events.
+    """
+
+    source: str
+    services: tuple[ServiceConfig, ...]
+    user: str | None = None
+    group: str | None = None
+    statsInterval: float = 60.0
+
+
+GLOBAL_SETTINGS = (
+    Setting("user", None, optionalString, "user to switch to after binding"),
+    Setting("group", None, optionalString, "group to switch to after binding"),
+    Setting(
+        "reuse_port",
+        False,
+        boolean,
+        "set SO_REUSEPORT on every listener (processes can share a port)",
+    ),
+    Setting(
+        "stats_interval",
+        60.0,
+        number(1, 86400),
+        "seconds between periodic counter log events (UDP traffic, refusals)",
+    ),
+)
+
+COMMON_SERVICE_KEYS = ("type", "listen", "enabled", "limits")
+
+
+class ConfigError(Exception):
+    """
+    A configuration file cannot be used.
+
+    @ivar source: The file, or L{EMBEDDED_DEFAULT}.
+    @ivar problems: Everything found wrong, in file order.
+    """
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        super().__init__(source, problems)
+        self.source = source
+        self.problems = problems
+
+    def lines(self) -> list[str]:
+        """
+        One line per problem: C{FILE: KEY.PATH: what is wrong}.
+
+        @return: The lines.
+        """
+        return [
+            f"{self.source}: {p.path}: {p.message}" if p.path else f"{self.source}: {p.message}"
+            for p in self.problems
+        ]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def defaultConfigText() -> str:
+    """
+    The embedded default configuration (C{netd/default.toml}).
+
+    @return: Its TOML text.
+    """
+    return resources.files("netd").joinpath("default.toml").read_text("utf-8")
+
+
+def loadConfig(path: str | None = None) -> NetdConfig:
+    """
+    Read and validate a configuration file.
+
+    @param path: The file, or L{None} for the embedded default.
+    @return: The configuration.
+    @raise ConfigError: Listing every problem found.
+    """
+    if path is None:
+        return parseConfig(defaultConfigText(), EMBEDDED_DEFAULT)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(path, [Problem("", f"cannot read the file: {e.strerror}")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [Problem("", f"not UTF-8 text ({e.reason} at byte {e.start})")])
+    return parseConfig(text, path)
+
+
+def parseConfig(text: str, source: str) -> NetdConfig:
+    """
+    Validate configuration text.
+
+    @param text: TOML text.
+    @param source: Where it came from, for messages.
+    @return: The configuration.
+    @raise ConfigError: Listing every problem found.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, [Problem("", f"invalid TOML: {e}")])
+    problems: list[Problem] = []
+    config = _readDocument(document, source, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _table(document: Mapping[str, Any], key: str, path: str, problems: list[Problem]) -> Mapping[str, Any]:
+    """
+    Fetch a sub-table, reporting a value of the wrong type.
+
+    @param document: The enclosing table.
+    @param key: The key.
+    @param path: The enclosing table's path.
+    @param problems: Where problems are appended.
+    @return: The table, or an empty one.
+    """
+    value = document.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(Problem(joinPath(path, key), f"expected a table, got {describe(value)}"))
+        return {}
+    return value
+
+
+def _readDocument(document: Mapping[str, Any], source: str, problems: list[Problem]) -> NetdConfig:
+    """
+    Validate a parsed TOML document.
+
+    @param document: The parsed document.
+    @param source: Where it came from.
+    @param problems: Where problems are appended.
+    @return: The configuration (meaningful only if no problem was added).
+    """
+    for key in document:
+        if key not in ("netd", "services"):
+            problems.append(unknownKey("", key, ("netd", "services")))
+    netd = _table(document, "netd", "", problems)
+    values = readTable(netd, GLOBAL_SETTINGS, "netd", problems, alsoKnown=("limits",))
+    defaultLimits = _readLimits(_table(netd, "limits", "netd", problems), Limits(), "netd.limits", problems)
+    _checkAccount(values["user"], values["group"], problems)
+
+    services = []
+    servicesTable = _table(document, "services", "", problems)
+    if not servicesTable and "services" not in document:
+        problems.append(Problem("services", "no services configured (add a [services.NAME] table)"))
+    for name, table in servicesTable.items():
+        service = _readService(name, table, defaultLimits, values["reuse_port"], problems)
+        if service is not None:
+            services.append(service)
+    _checkConflicts(services, problems)
+    return NetdConfig(
+        source=source,
+        services=tuple(services),
+        user=values["user"],
+        group=values["group"],
+        statsInterval=values["stats_interval"],
+    )
+
+
+def _checkAccount(user: str | None, group: str | None, problems: list[Problem]) -> None:
+    """
+    Check that the user and group to run as exist.
+
+    @param user: The user name or number, if given.
+    @param group: The group name or number, if given.
+    @param problems: Where problems are appended.
+    """
+    if user is not None:
+        try:
+            lookupUser(user)
+        except KeyError:
+            problems.append(Problem("netd.user", f"no such user {user!r}"))
+    if group is not None:
+        try:
+            lookupGroup(group)
+        except KeyError:
+            problems.append(Problem("netd.group", f"no such group {group!r}"))
+
+
+def lookupUser(user: str) -> pwd.struct_passwd:
+    """
+    Find a user by name or number.
+
+    @param user: A name or a decimal uid.
+    @return: The password database entry.
+    @raise KeyError: If there is no such user.
+    """
+    return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+
+
+def lookupGroup(group: str) -> grp.struct_group:
+    """
+    Find a group by name or number.
+
+    @param group: A name or a decimal gid.
+    @return: The group database entry.
+    @raise KeyError: If there is no such group.
+    """
+    return grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+
+
+def _readLimits(table: Mapping[str, Any], defaults: Limits, path: str, problems: list[Problem]) -> Limits:
+    """
+    Validate a limits table over defaults.
+
+    @param table: The C{limits} table.
+    @param defaults: The limits that apply where a key is absent.
+    @param path: The table's path.
+    @param problems: Where problems are appended.
+    @return: The limits.
+    """
+    settings = [
+        Setting(s.key, getattr(defaults, _LIMIT_FIELDS[s.key]), s.convert, s.help)
+        for s in LIMIT_SETTINGS
+    ]
+    values = readTable(table, settings, path, problems)
+    return Limits(**{_LIMIT_FIELDS[key]: value for key, value in values.items()})
+
+
+def _readService(
+    name: str,
+    table: Any,
+    defaultLimits: Limits,
+    reusePort: bool,
+    problems: list[Problem],
+) -> ServiceConfig | None:
+    """
+    Validate one C{[services.NAME]} table.
+
+    @param name: The instance name.
+    @param table: Its table.
+    @param defaultLimits: The limits from C{[netd.limits]}.
+    @param reusePort: The global C{reuse_port}.
+    @param problems: Where problems are appended.
+    @return: The service, or L{None} if it is disabled or too broken to read.
+    """
+    path = joinPath("services", name)
+    if not isinstance(table, dict):
+        problems.append(Problem(path, f"expected a table, got {describe(table)}"))
+        return None
+    if not _SERVICE_NAME.match(name):
+        problems.append(
+            Problem(path, "service names are 1-64 letters, digits, '_', '-' or '.'")
+        )
+    typeName = table.get("type")
+    types = serviceTypes()
+    if typeName is None:
+        problems.append(Problem(joinPath(path, "type"), f"missing (one of: {', '.join(types)})"))
+        return None
+    if typeName not in types:
+        problems.append(
+            Problem(joinPath(path, "type"), f"unknown service type {typeName!r} (one of: {', '.join(types)})")
+        )
+        return None
+    serviceType = types[typeName]
+    enabled = True
+    if "enabled" in table:
+        try:
+            enabled = boolean(table["enabled"])
+        except ValueError as e:
+            problems.append(Problem(joinPath(path, "enabled"), str(e)))
+    settings = readTable(table, serviceType.settings, path, problems, alsoKnown=COMMON_SERVICE_KEYS)
+    limits = _readLimits(_table(table, "limits", path, problems), defaultLimits, joinPath(path, "limits"), problems)
+    listeners = _readListeners(table, serviceType, path, reusePort, problems)
+    if not enabled:
+        return None
+    return ServiceConfig(name, typeName, listeners, limits, MappingProxyType(settings))
+
+
+def _readListeners(
+    table: Mapping[str, Any],
+    serviceType: Any,
+    path: str,
+    reusePort: bool,
+    problems: list[Problem],
+) -> tuple[Listener, ...]:
+    """
+    Validate a service's C{listen} array.
+
+    Each entry is a description string or a table
+    C{{address = "...", reuse_port = true}}.
+
+    @param table: The service's table.
+    @param serviceType: Its L{netd.servicetype.ServiceType}.
+    @param path: The service's path.
+    @param reusePort: The global C{reuse_port}, the default per listener.
+    @param problems: Where problems are appended.
+    @return: The listeners that are valid.
+    """
+    listenPath = joinPath(path, "listen")
+    entries = table.get("listen")
+    if entries is None:
+        problems.append(Problem(listenPath, "missing (e.g. listen = [\"tcp:7:interface=127.0.0.1\"])"))
+        return ()
+    if not isinstance(entries, list) or not entries:
+        problems.append(Problem(listenPath, "expected a non-empty array of listener descriptions"))
+        return ()
+    listeners = []
+    for index, entry in enumerate(entries):
+        entryPath = joinPath(listenPath, index)
+        entryReusePort = reusePort
+        if isinstance(entry, dict):
+            for key in entry:
+                if key not in ("address", "reuse_port"):
+                    problems.append(unknownKey(entryPath, key, ("address", "reuse_port")))
+            if "reuse_port" in entry:
+                try:
+                    entryReusePort = boolean(entry["reuse_port"])
+                except ValueError as e:
+                    problems.append(Problem(joinPath(entryPath, "reuse_port"), str(e)))
+            entry = entry.get("address")
+            entryPath = joinPath(entryPath, "address")
+        if not isinstance(entry, str):
+            problems.append(Problem(entryPath, f"expected a listener description string, got {describe(entry)}"))
+            continue
+        try:
+            listener = parseListener(entry, entryReusePort)
+        except ValueError as e:
+            problems.append(Problem(entryPath, f"{entry!r}: {e}"))
+            continue
+        if listener.transport not in serviceType.transports:
+            problems.append(
+                Problem(entryPath, f"{entry!r}: a {serviceType.name} service has no {listener.transport} listeners")
+            )
+            continue
+        listeners.append(listener)
+    return tuple(listeners)
+
+
+def _overlaps(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """
+    Whether two conflict keys name addresses that cannot both be bound.
+
+    @param a: A listener's L{conflictKey<netd.descriptions.StreamListener.conflictKey>}.
+    @param b: Another's.
+    @return: C{True} for the same address, or the same port with one side a
+        wildcard address of the other's family.
+    """
+    if a == b:
+        return True
+    if a[0] != b[0] or a[0] not in ("tcp", "udp") or a[1] != b[1]:
+        return False
+    addressA, addressB = ipaddress.ip_address(a[2]), ipaddress.ip_address(b[2])
+    if addressA.version != addressB.version:
+        return False
+    return addressA.is_unspecified or addressB.is_unspecified
+
+
+def _checkConflicts(services: list[ServiceConfig], problems: list[Problem]) -> None:
+    """
+    Report addresses listed twice (in one service or across services).
+
+    @param services: The services read so far.
+    @param problems: Where problems are appended.
+    """
+    seen: list[tuple[tuple[Any, ...], str, Listener]] = []
+    for service in services:
+        for index, listener in enumerate(service.listeners):
+            key = listener.conflictKey()
+            if key is None:
+                continue
+            path = joinPath(joinPath(joinPath("services", service.name), "listen"), index)
+            for otherKey, otherPath, other in seen:
+                if _overlaps(key, otherKey):
+                    problems.append(
+                        Problem(path, f"{listener.description!r} is the same address as {otherPath} ({other.description!r})")
+                    )
+                    break
+            seen.append((key, path, listener))

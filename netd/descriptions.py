@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_descriptions -*-
+"""
+Listener descriptions: what a C{listen = [...]} entry says, as value objects.
+
+Stream listeners use Twisted's endpoint description syntax (C{tcp:}, C{tcp6:},
+C{ssl:}, C{unix:}, C{systemd:}). Twisted has no datagram endpoint strings, so
+netd reads its own C{udp:PORT[:interface=ADDR]} and C{udp6:PORT[:...]} in the
+same colon-and-backslash syntax.
+
+Parsing here only checks and records; nothing is bound. The runtime side is
+L{netd.listeners}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from attrs import frozen
+from twisted.internet.endpoints import serverFromString
+
+STREAM_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd")
+DATAGRAM_KINDS = ("udp", "udp6")
+
+
+@frozen
+class StreamListener:
+    """
+    A stream (TCP, TLS, UNIX or systemd-passed) listener.
+
+    @ivar description: The Twisted endpoint description, as written.
+    @ivar kind: The endpoint type: one of L{STREAM_KINDS}.
+    @ivar port: The TCP port (C{tcp}, C{tcp6}, C{ssl}), else L{None}.
+    @ivar interface: The local address to bind (C{tcp}, C{tcp6}, C{ssl}).
+    @ivar backlog: The listen backlog (C{tcp}, C{tcp6}, C{ssl}).
+    @ivar reusePort: Whether to set C{SO_REUSEPORT}.
+    """
+
+    description: str
+    kind: str
+    port: int | None = None
+    interface: str = ""
+    backlog: int = 50
+    reusePort: bool = False
+
+    @property
+    def transport(self) -> str:
+        """
+        C{"stream"}, as opposed to L{DatagramListener.transport}.
+        """
+        return "stream"
+
+    def conflictKey(self) -> tuple[object, ...] | None:
+        """
+        A key that two listeners which cannot both bind share.
+
+        @return: A tuple, or L{None} for an ephemeral port (port 0).
+        """
+        if self.kind in ("tcp", "tcp6", "ssl"):
+            if self.port == 0:
+                return None
+            return ("tcp", self.port, self.interface)
+        return (self.kind, self.description)
+
+
+@frozen
+class DatagramListener:
+    """
+    A UDP listener.
+
+    @ivar description: The C{udp:} or C{udp6:} description, as written.
+    @ivar port: The UDP port.
+    @ivar interface: The local address to bind.
+    @ivar maxPacketSize: The largest datagram read.
+    @ivar reusePort: Whether to set C{SO_REUSEPORT}.
+    """
+
+    description: str
+    port: int
+    interface: str
+    maxPacketSize: int = 65535
+    reusePort: bool = False
+
+    kind = "udp"
+
+    @property
+    def transport(self) -> str:
+        """
+        C{"datagram"}, as opposed to L{StreamListener.transport}.
+        """
+        return "datagram"
+
+    def conflictKey(self) -> tuple[object, ...] | None:
+        """
+        A key that two listeners which cannot both bind share.
+
+        @return: A tuple, or L{None} for an ephemeral port (port 0).
+        """
+        if self.port == 0:
+            return None
+        return ("udp", self.port, self.interface)
+
+
+Listener = StreamListener | DatagramListener
+
+
+def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Split an endpoint description into positional and keyword arguments.
+
+    This is the syntax of L{twisted.internet.endpoints.serverFromString}:
+    fields separated by C{:}, C{key=value} fields are keywords, a backslash
+    escapes the next character (so C{\\:\\:1} is C{::1}).
+
+    @param description: e.g. C{"udp:7:interface=127.0.0.1"}.
+    @return: C{(["udp", "7"], {"interface": "127.0.0.1"})}.
+    """
+    fields: list[tuple[str, int | None]] = []
+    current: list[str] = []
+    equals: int | None = None
+    escaped = False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append(("".join(current), equals))
+            current, equals = [], None
+        else:
+            if char == "=" and equals is None:
+                equals = len(current)
+            current.append(char)
+    fields.append(("".join(current), equals))
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for text, split in fields:
+        if split is None:
+            args.append(text)
+        else:
+            kwargs[text[:split]] = text[split + 1 :]
+    return args, kwargs
+
+
+def _port(text: str) -> int:
+    """
+    Parse a port number.
+
+    @param text: The field.
+    @return: The port.
+    @raise ValueError: If it is not an integer from 0 to 65535.
+    """
+    if not text.isdigit():
+        raise ValueError(f"port {text!r} is not a number")
+    port = int(text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0 to 65535)")
+    return port
+
+
+def _interface(text: str, ipv6: bool) -> str:
+    """
+    Check a local address.
+
+    @param text: The address, e.g. C{127.0.0.1} or C{::1}.
+    @param ipv6: Whether the listener type is an IPv6 one.
+    @return: The address, normalised.
+    @raise ValueError: If it is not an IP address of the right family.
+    """
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(
+            f"interface {text!r} is not an IP address (host names are not resolved)"
+        ) from None
+    if ipv6 and address.version != 6:
+        raise ValueError(f"interface {text!r} is not an IPv6 address")
+    return str(address)
+
+
+def _checkKeywords(kwargs: dict[str, str], allowed: tuple[str, ...]) -> None:
+    """
+    Refuse keyword arguments a listener type does not take.
+
+    @param kwargs: The keywords given.
+    @param allowed: The keywords the type takes.
+    @raise ValueError: Naming the first unknown keyword.
+    """
+    for key in kwargs:
+        if key not in allowed:
+            raise ValueError(
+                f"unknown option {key!r} (this listener takes: {', '.join(allowed)})"
+            )
+
+
+def parseListener(description: str, reusePort: bool = False) -> Listener:
+    """
+    Parse and check one listener description.
+
+    @param description: A Twisted stream endpoint description or a netd
+        C{udp:}/C{udp6:} description.
+    @param reusePort: Whether C{SO_REUSEPORT} was asked for.
+    @return: The listener.
+    @raise ValueError: With a message saying what is wrong.
+    """
+    args, kwargs = splitDescription(description)
+    kind = args[0]
+    if kind in DATAGRAM_KINDS:
+        if len(args) != 2:
+            raise ValueError(f"expected {kind}:PORT[:interface=ADDRESS]")
+        _checkKeywords(kwargs, ("interface", "maxPacketSize"))
+        ipv6 = kind == "udp6"
+        interface = _interface(kwargs.get("interface", "::" if ipv6 else "0.0.0.0"), ipv6)
+        maxPacketSize = 65535
+        if "maxPacketSize" in kwargs:
+            text = kwargs["maxPacketSize"]
+            if not text.isdigit() or not 512 <= int(text) <= 65535:
+                raise ValueError(f"maxPacketSize {text!r} must be 512 to 65535")
+            maxPacketSize = int(text)
+        return DatagramListener(
+            description, _port(args[1]), interface, maxPacketSize, reusePort
+        )
+    if kind in ("tcp", "tcp6"):
+        if len(args) != 2:
+            raise ValueError(f"expected {kind}:PORT[:interface=ADDRESS][:backlog=N]")
+        _checkKeywords(kwargs, ("interface", "backlog"))
+        ipv6 = kind == "tcp6"
+        interface = _interface(kwargs.get("interface", "::" if ipv6 else "0.0.0.0"), ipv6)
+        backlog = kwargs.get("backlog", "50")
+        if not backlog.isdigit() or not 1 <= int(backlog) <= 65535:
+            raise ValueError(f"backlog {backlog!r} must be 1 to 65535")
+        return StreamListener(
+            description, kind, _port(args[1]), interface, int(backlog), reusePort
+        )
+    if kind == "ssl":
+        if len(args) < 2:
+            raise ValueError(
+                "expected ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=...]"
+            )
+        port = _port(args[1])
+        interface = kwargs.get("interface", "0.0.0.0")
+        interface = _interface(interface, ipaddress.ip_address(interface).version == 6)
+        sslContextFactory(description)
+        backlog = kwargs.get("backlog", "50")
+        if not backlog.isdigit():
+            raise ValueError(f"backlog {backlog!r} must be a number")
+        return StreamListener(
+            description, kind, port, interface, int(backlog), reusePort
+        )
+    if kind in STREAM_KINDS:
+        if reusePort:
+            raise ValueError(f"reuse_port does not apply to {kind}: listeners")
+        try:
+            serverFromString(None, description)
+        except Exception as e:
+            raise ValueError(f"invalid {kind}: description ({e})") from None
+        return StreamListener(description, kind)
+    raise ValueError(
+        f"unknown listener type {kind!r} "
+        f"(expected one of: {', '.join(STREAM_KINDS + DATAGRAM_KINDS)})"
+    )
+
+
+def sslContextFactory(description: str) -> object:
+    """
+    Load the TLS certificate and key an C{ssl:} description names.
+
+    Twisted's C{ssl:} parser does the work (options, certificate chain,
+    DH parameters); this is the one place netd reads the endpoint it builds,
+    so that netd can put its own session accounting outside the TLS layer.
+
+    @param description: An C{ssl:} endpoint description.
+    @return: An L{IOpenSSLServerConnectionCreator
+        <twisted.internet.interfaces.IOpenSSLServerConnectionCreator>}.
+    @raise ValueError: If the certificate or key cannot be loaded.
+    """
+    try:
+        endpoint = serverFromString(None, description)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"cannot load the TLS certificate or key: {e}") from None
+    except Exception as e:
+        # pyOpenSSL raises its own Error types for malformed PEM files.
+        raise ValueError(f"cannot load the TLS certificate or key: {e!r}") from None
+    return endpoint._sslContextFactory

@@ -1,0 +1,105 @@
+# -*- test-case-name: tests.test_reflection -*-
+"""
+Keeping UDP replies from being used against third parties.
+
+A UDP source address can be forged, so a service that answers datagrams can
+be made to send its answers to a victim (reflection), or to another UDP
+service that answers back (a loop, e.g. echo to chargen). L{ReplyGuard}
+applies the classic inetd rules and a per-source budget before any reply:
+
+  - never answer source port 0 (no one can receive it) nor, by default, a
+    privileged source port (below 1024), where servers and not clients live;
+  - never answer one of netd's own listening ports (two netd services, or
+    two netd hosts, would otherwise talk to each other forever);
+  - at most C{rate} replies per second to one source address, with bursts of
+    C{burst}, metered with GCRA (one float per address).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Set
+
+_SWEEP_EVERY = 1.0
+
+
+class ReplyGuard:
+    """
+    Decides whether a reply to a datagram's source may be sent.
+
+    @ivar minSourcePort: The lowest source port answered (at least 1).
+    @ivar ownPorts: netd's listening ports (a live set, filled at start-up).
+    """
+
+    def __init__(
+        self,
+        minSourcePort: int,
+        ownPorts: Set[int],
+        rate: float,
+        burst: int,
+        clock: Callable[[], float],
+        maxSources: int = 65536,
+    ) -> None:
+        """
+        @param minSourcePort: Datagrams from lower source ports get no reply;
+            0 or 1 answers every port but 0.
+        @param ownPorts: The ports netd listens on.
+        @param rate: Replies per second allowed to one source address.
+        @param burst: Replies allowed back to back to one source address.
+        @param clock: Returns the current time in seconds.
+        @param maxSources: How many source addresses are tracked at once; past
+            that the least recently added is forgotten.
+        """
+        self.minSourcePort = max(1, minSourcePort)
+        self.ownPorts = ownPorts
+        self._interval = 1.0 / rate
+        self._tolerance = self._interval * (burst - 1)
+        self._clock = clock
+        self._maxSources = maxSources
+        self._theoreticalArrival: dict[str, float] = {}
+        self._lastSweep = 0.0
+
+    def check(self, host: str, port: int) -> str | None:
+        """
+        Judge one reply and, if it is allowed, charge it to the budget.
+
+        @param host: The datagram's source address.
+        @param port: Its source port.
+        @return: L{None} to reply, or the reason not to.
+        """
+        if port < self.minSourcePort:
+            return "source port 0" if port == 0 else "privileged source port"
+        if port in self.ownPorts:
+            return "source is a netd service port"
+        now = self._clock()
+        arrivals = self._theoreticalArrival
+        tat = arrivals.get(host)
+        if tat is None:
+            if len(arrivals) >= self._maxSources:
+                self._makeRoom(now)
+            tat = now
+        elif tat < now:
+            tat = now
+        elif tat - now > self._tolerance:
+            return "reply budget exceeded"
+        arrivals[host] = tat + self._interval
+        return None
+
+    def _makeRoom(self, now: float) -> None:
+        """
+        Forget sources whose budget is full again, or else the oldest one.
+
+        @param now: The current time.
+        """
+        arrivals = self._theoreticalArrival
+        if now - self._lastSweep >= _SWEEP_EVERY:
+            self._lastSweep = now
+            for host in [h for h, tat in arrivals.items() if tat <= now]:
+                del arrivals[host]
+        if len(arrivals) >= self._maxSources:
+            del arrivals[next(iter(arrivals))]
+
+    def tracked(self) -> int:
+        """
+        @return: How many source addresses have budget state.
+        """
+        return len(self._theoreticalArrival)

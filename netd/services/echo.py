@@ -1,0 +1,157 @@
+# -*- test-case-name: tests.test_echo -*-
+"""
+The echo service (RFC 862): every byte, or every datagram, goes back.
+
+TCP: L{Echo} is Twisted's L{wire.Echo} plus flow control (the transport is
+registered as its own producer, so a client that sends but never reads makes
+netd stop reading, not buffer) and half-close (a client that shuts down its
+sending side still gets everything echoed before the connection closes).
+
+UDP: L{EchoDatagram} answers each datagram with the same bytes, guarded by
+L{netd.reflection.ReplyGuard} so that it can be neither a reflector nor one
+end of a loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory
+from twisted.protocols import wire
+from zope.interface import implementer
+
+from netd.datagrams import ServiceDatagramProtocol
+from netd.descriptions import DatagramListener
+from netd.reflection import ReplyGuard
+from netd.servicetype import ServiceContext, ServiceType
+from netd.settings import Setting, boolean, integer, number
+
+
+@implementer(IHalfCloseableProtocol)
+class Echo(wire.Echo):
+    """
+    RFC 862 over a stream, with flow control and half-close.
+    """
+
+    def connectionMade(self) -> None:
+        """
+        Register the transport as its own streaming producer: when its write
+        buffer is full it pauses itself, which stops reading from the client.
+        """
+        self.transport.registerProducer(self.transport, True)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sent its last byte: finish writing, then close.
+        """
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The client cannot receive any more: there is nothing left to do.
+        """
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+
+class EchoDatagram(ServiceDatagramProtocol):
+    """
+    RFC 862 over UDP, behind a L{ReplyGuard}.
+
+    A reply is the request's own bytes, so it is never larger than the
+    request.
+
+    @ivar guard: Decides which sources get a reply.
+    """
+
+    def __init__(self, context: ServiceContext, guard: ReplyGuard) -> None:
+        super().__init__(context)
+        self.guard = guard
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        """
+        Echo one datagram, unless the filter or the guard says no.
+
+        This is the hot path of UDP echo, so it is written out flat rather
+        than through L{serviceDatagram}.
+
+        @param data: The payload.
+        @param addr: The source C{(host, port, ...)}.
+        """
+        counters = self.counters
+        counters.datagramsIn += 1
+        counters.datagramBytesIn += len(data)
+        host = addr[0]
+        reason = self.filter.check(host) if self.filter.active else None
+        if reason is None:
+            reason = self.guard.check(host, addr[1])
+        if reason is not None:
+            self.drop(reason, host)
+            return
+        self.reply(data, addr)
+
+
+def buildStreamFactory(context: ServiceContext) -> Factory:
+    """
+    @param context: The service instance.
+    @return: A factory of L{Echo} protocols.
+    """
+    factory = Factory.forProtocol(Echo)
+    factory.noisy = False
+    return factory
+
+
+def buildDatagramProtocol(
+    context: ServiceContext, listener: DatagramListener
+) -> EchoDatagram:
+    """
+    @param context: The service instance.
+    @param listener: The UDP listener.
+    @return: The protocol for it, with its own reply guard.
+    """
+    settings = context.settings
+    ownPorts = context.ownPorts if settings["udp_refuse_own_ports"] else frozenset()
+    guard = ReplyGuard(
+        minSourcePort=settings["udp_min_source_port"],
+        ownPorts=ownPorts,
+        rate=settings["udp_reply_rate"],
+        burst=settings["udp_reply_burst"],
+        clock=context.reactor.seconds,
+    )
+    return EchoDatagram(context, guard)
+
+
+echo = ServiceType(
+    name="echo",
+    description="RFC 862: send back every byte (TCP) or datagram (UDP)",
+    settings=(
+        Setting(
+            "udp_min_source_port",
+            1024,
+            integer(0, 65535),
+            "UDP datagrams from lower source ports get no reply (0: reply to all but port 0)",
+        ),
+        Setting(
+            "udp_refuse_own_ports",
+            True,
+            boolean,
+            "no UDP reply to a source port netd itself listens on",
+        ),
+        Setting(
+            "udp_reply_rate",
+            100.0,
+            number(0.001, 1e9),
+            "UDP replies per second to one source address",
+        ),
+        Setting(
+            "udp_reply_burst",
+            200,
+            integer(1, 1_000_000_000),
+            "UDP replies one source address may get back to back",
+        ),
+    ),
+    buildStreamFactory=buildStreamFactory,
+    buildDatagramProtocol=buildDatagramProtocol,
+)

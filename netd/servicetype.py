@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+What a service type is, and what a running instance of one is given.
+
+A service type (echo, discard, ...) is a L{ServiceType}: its name, the
+transports it serves, its type-specific settings, and builders for a stream
+protocol factory and a datagram protocol. It knows nothing about ports,
+limits or session logging: L{netd.listeners} wraps what it builds, the same
+way for every type. Adding a type is one module in L{netd.services} and one
+line in its registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from attrs import define, field, frozen
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
+
+from netd.counters import ServiceCounters
+from netd.settings import Setting
+
+if TYPE_CHECKING:
+    from netd.config import ServiceConfig
+    from netd.descriptions import DatagramListener
+    from netd.drops import DropLog
+    from netd.policy import SessionPolicy
+
+
+@define(eq=False)
+class ServiceContext:
+    """
+    Everything a running service instance shares between its listeners.
+
+    @ivar config: The instance's configuration.
+    @ivar policy: Admission and session limits.
+    @ivar datagramDrops: Where dropped datagrams are counted and logged.
+    @ivar ownPorts: The ports every netd listener is bound to (live).
+    @ivar reactor: The reactor its listeners and timers use.
+    @ivar counters: Traffic counters.
+    @ivar statsInterval: Seconds between periodic counter events.
+    """
+
+    config: ServiceConfig
+    policy: SessionPolicy
+    datagramDrops: DropLog
+    ownPorts: set[int]
+    reactor: Any
+    counters: ServiceCounters = field(factory=ServiceCounters)
+    statsInterval: float = 60.0
+
+    @property
+    def name(self) -> str:
+        """
+        The instance name.
+        """
+        return self.config.name
+
+    @property
+    def settings(self) -> Any:
+        """
+        The instance's type-specific settings.
+        """
+        return self.config.settings
+
+
+
+@frozen
+class ServiceType:
+    """
+    A kind of service netd can run.
+
+    @ivar name: The C{type = "..."} value.
+    @ivar description: One line for C{--help} and the README.
+    @ivar settings: Type-specific configuration keys.
+    @ivar buildStreamFactory: Makes the protocol factory for stream
+        listeners, or L{None} if the type has none.
+    @ivar buildDatagramProtocol: Makes the protocol for one datagram
+        listener, or L{None} if the type has none.
+    """
+
+    name: str
+    description: str
+    settings: tuple[Setting, ...] = ()
+    buildStreamFactory: Callable[[ServiceContext], IProtocolFactory] | None = None
+    buildDatagramProtocol: (
+        Callable[[ServiceContext, DatagramListener], DatagramProtocol] | None
+    ) = None
+
+    @property
+    def transports(self) -> frozenset[str]:
+        """
+        C{"stream"} and/or C{"datagram"}: the listeners it accepts.
+        """
+        return frozenset(
+            name
+            for name, builder in (
+                ("stream", self.buildStreamFactory),
+                ("datagram", self.buildDatagramProtocol),
+            )
+            if builder is not None
+        )

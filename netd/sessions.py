@@ -1,0 +1,238 @@
+# -*- test-case-name: tests.test_sessions -*-
+"""
+Stream sessions: admission, limits and one log event per session, wrapped
+around any service's protocol.
+
+L{SessionFactory} is a L{WrappingFactory}: it asks the service's
+L{SessionPolicy<netd.policy.SessionPolicy>} before building a protocol, and
+wraps each one in a L{Session}, which counts bytes, enforces the idle
+timeout (L{TimeoutMixin}), the session duration and byte limits, and logs one
+structured event when the session ends. Every service type gets this the
+same way, so it is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from netd.servicetype import ServiceContext
+
+
+def describePeer(address: Any) -> str:
+    """
+    Format a transport address for logs.
+
+    @param address: An L{IAddress} provider.
+    @return: C{"127.0.0.1:5000"}, C{"[::1]:5000"}, or the UNIX path.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        name = getattr(address, "name", None)
+        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or "unnamed"))
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def peerHost(address: Any) -> str:
+    """
+    The key sessions are counted under: the IP address, or C{"unix"}.
+
+    @param address: An L{IAddress} provider.
+    @return: The host part.
+    """
+    return getattr(address, "host", None) or "unix"
+
+
+@implementer(IHalfCloseableProtocol)
+class Session(ProtocolWrapper, TimeoutMixin):
+    """
+    One stream session of a service, around the service's own protocol.
+
+    @ivar bytesIn: Bytes received.
+    @ivar bytesOut: Bytes written.
+    @ivar closeReason: Why netd closed the session, if it did.
+    """
+
+    _log = Logger()
+    factory: SessionFactory
+
+    bytesIn = 0
+    bytesOut = 0
+    closeReason: str | None = None
+    _started = 0.0
+    _deadline: IDelayedCall | None = None
+
+    def __init__(self, factory: SessionFactory, wrappedProtocol: Any, host: str) -> None:
+        super().__init__(factory, wrappedProtocol)
+        self.host = host
+        self._maxBytes = factory.context.policy.limits.maxBytes
+
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Start the clocks, then connect the service's protocol.
+
+        @param transport: The real transport.
+        """
+        limits = self.factory.context.policy.limits
+        reactor = self.factory.context.reactor
+        self.callLater = reactor.callLater
+        self._started = reactor.seconds()
+        if limits.idleTimeout:
+            self.setTimeout(limits.idleTimeout)
+        if limits.maxDuration:
+            self._deadline = reactor.callLater(
+                limits.maxDuration, self._cut, "maximum session duration reached"
+            )
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Count, reset the idle timer, enforce the byte limit, pass on.
+
+        @param data: Bytes from the peer.
+        """
+        self.bytesIn += len(data)
+        self.resetTimeout()
+        if self._maxBytes and self.bytesIn + self.bytesOut > self._maxBytes:
+            self._cut("maximum session bytes reached")
+            return
+        self.wrappedProtocol.dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        """
+        Count and send.
+
+        @param data: Bytes for the peer.
+        """
+        self.bytesOut += len(data)
+        self.transport.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        """
+        Count and send.
+
+        @param data: A sequence of byte strings for the peer.
+        """
+        data = list(data)
+        self.bytesOut += sum(map(len, data))
+        self.transport.writeSequence(data)
+
+    def timeoutConnection(self) -> None:
+        """
+        The idle timeout expired (L{TimeoutMixin}).
+        """
+        self._cut("idle timeout")
+
+    def _cut(self, reason: str) -> None:
+        """
+        Close the session at once, for a reason of netd's.
+
+        The connection is aborted rather than closed gracefully: a client
+        that stopped reading would otherwise hold it open forever.
+
+        @param reason: Why, for the session event.
+        """
+        if self.closeReason is None:
+            self.closeReason = reason
+        self.transport.abortConnection()
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer will send no more: tell a half-close aware protocol, or
+        close once pending output is written.
+        """
+        protocol = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if protocol is not None:
+            protocol.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The peer will receive no more: tell a half-close aware protocol, or
+        close.
+        """
+        protocol = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if protocol is not None:
+            protocol.writeConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        Stop the clocks, release the admission, log the session event.
+
+        @param reason: Why the connection ended.
+        """
+        self.setTimeout(None)
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        factory = self.factory
+        context = factory.context
+        context.policy.release(self.host)
+        counters = context.counters
+        counters.sessions += 1
+        counters.bytesIn += self.bytesIn
+        counters.bytesOut += self.bytesOut
+        if self.closeReason is not None:
+            why = self.closeReason
+        elif reason.check(ConnectionDone):
+            why = "closed"
+        else:
+            why = reason.getErrorMessage()
+        self._log.info(
+            "{service} session from {peer} on {listener} ended after "
+            "{duration:.3f}s: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",
+            service=context.name,
+            listener=factory.listener,
+            peer=describePeer(self.getPeer()),
+            duration=context.reactor.seconds() - self._started,
+            bytesIn=self.bytesIn,
+            bytesOut=self.bytesOut,
+            reason=why,
+        )
+        super().connectionLost(reason)
+
+
+class SessionFactory(WrappingFactory):
+    """
+    Admits, wraps and accounts for the sessions of one listener.
+
+    @ivar context: The service instance.
+    @ivar listener: The listener's description, for log events.
+    """
+
+    protocol = Session
+    noisy = False
+
+    def __init__(self, wrappedFactory: Any, context: ServiceContext, listener: str) -> None:
+        super().__init__(wrappedFactory)
+        self.context = context
+        self.listener = listener
+
+    def buildProtocol(self, addr: Any) -> Session | None:
+        """
+        Admit a connection, or refuse it by returning L{None} (Twisted then
+        closes the socket at once).
+
+        @param addr: The peer's address.
+        @return: A L{Session} around the service's protocol, or L{None}.
+        """
+        host = peerHost(addr)
+        policy = self.context.policy
+        if not policy.admit(host):
+            return None
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            policy.release(host)
+            return None
+        return self.protocol(self, wrapped, host)

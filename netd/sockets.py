@@ -1,0 +1,106 @@
+# -*- test-case-name: tests.test_listeners -*-
+"""
+Socket-level pieces of netd's listeners: socket options and bound addresses.
+
+TCP: Twisted 26.10 takes a L{Binding} from L{makeBinding} in C{listenTCP},
+which sets C{SO_REUSEADDR} and, on request, C{SO_REUSEPORT}; L{TCPEndpoint}
+uses it. UDP: C{listenUDP} has no such hook (and no endpoint string), so
+L{UDPPort} sets both options itself before binding.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import defer, udp
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.tcp import makeBinding
+from zope.interface import implementer
+
+
+@implementer(IStreamServerEndpoint)
+class TCPEndpoint:
+    """
+    A TCP server endpoint with C{SO_REUSEADDR} always and C{SO_REUSEPORT} on
+    request.
+
+    @ivar reactor: An L{IReactorTCP} provider.
+    @ivar port: The port (0 for any).
+    @ivar interface: The local address.
+    @ivar backlog: The listen backlog.
+    @ivar reusePort: Whether to set C{SO_REUSEPORT}.
+    """
+
+    def __init__(
+        self, reactor: Any, port: int, interface: str, backlog: int, reusePort: bool
+    ) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.interface = interface
+        self.backlog = backlog
+        self.reusePort = reusePort
+
+    def listen(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        """
+        Bind and listen.
+
+        @param protocolFactory: The factory for accepted connections.
+        @return: A L{Deferred} firing with the L{IListeningPort}.
+        """
+        binding = makeBinding(
+            self.interface, self.port, reuseAddress=True, reusePort=self.reusePort
+        )
+        return defer.execute(
+            self.reactor.listenTCP, binding, protocolFactory, self.backlog
+        )
+
+
+class UDPPort(udp.Port):
+    """
+    A UDP port with C{SO_REUSEADDR} always and C{SO_REUSEPORT} on request.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        proto: Any,
+        interface: str,
+        maxPacketSize: int,
+        reactor: Any,
+        reusePort: bool = False,
+    ) -> None:
+        super().__init__(port, proto, interface, maxPacketSize, reactor)
+        self.reusePort = reusePort
+
+    def createInternetSocket(self) -> socket.socket:
+        """
+        Create the socket and set its options before it is bound.
+
+        @return: The socket.
+        """
+        skt = super().createInternetSocket()
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reusePort:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return skt
+
+
+def describeAddress(kind: str, address: Any) -> str:
+    """
+    Format a bound address for the "listening on" line.
+
+    @param kind: C{"tcp"}, C{"ssl"}, C{"udp"}, C{"unix"}, ...
+    @param address: The port's L{getHost()<IListeningPort.getHost>}.
+    @return: e.g. C{tcp:127.0.0.1:10007}, C{udp:[::1]:10007}.
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        name = getattr(address, "name", "")
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return f"{kind}:{name}"
+    kind = kind.rstrip("6")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{kind}:{host}:{address.port}"
