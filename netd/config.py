@@ -200,7 +200,11 @@ class ConfigError(Exception):
         @return: The lines.
         """
         return [
-            f"{self.source}: {p.path}: {p.message}" if p.path else f"{self.source}: {p.message}"
+            (
+                f"{self.source}: {p.path}: {p.message}"
+                if p.path
+                else f"{self.source}: {p.message}"
+            )
             for p in self.problems
         ]
 
@@ -235,7 +239,9 @@ def loadConfig(path: str | None = None) -> NetdConfig:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(path, [Problem("", f"not UTF-8 text ({e.reason} at byte {e.start})")])
+        raise ConfigError(
+            path, [Problem("", f"not UTF-8 text ({e.reason} at byte {e.start})")]
+        )
     return parseConfig(text, path)
 
 
@@ -259,7 +265,9 @@ def parseConfig(text: str, source: str) -> NetdConfig:
     return config
 
 
-def _table(document: Mapping[str, Any], key: str, path: str, problems: list[Problem]) -> Mapping[str, Any]:
+def _table(
+    document: Mapping[str, Any], key: str, path: str, problems: list[Problem]
+) -> Mapping[str, Any]:
     """
     Fetch a sub-table, reporting a value of the wrong type.
 
@@ -271,12 +279,16 @@ def _table(document: Mapping[str, Any], key: str, path: str, problems: list[Prob
     """
     value = document.get(key, {})
     if not isinstance(value, dict):
-        problems.append(Problem(joinPath(path, key), f"expected a table, got {describe(value)}"))
+        problems.append(
+            Problem(joinPath(path, key), f"expected a table, got {describe(value)}")
+        )
         return {}
     return value
 
 
-def _readDocument(document: Mapping[str, Any], source: str, problems: list[Problem]) -> NetdConfig:
+def _readDocument(
+    document: Mapping[str, Any], source: str, problems: list[Problem]
+) -> NetdConfig:
     """
     Validate a parsed TOML document.
 
@@ -290,18 +302,24 @@ def _readDocument(document: Mapping[str, Any], source: str, problems: list[Probl
             problems.append(unknownKey("", key, ("netd", "services")))
     netd = _table(document, "netd", "", problems)
     values = readTable(netd, GLOBAL_SETTINGS, "netd", problems, alsoKnown=("limits",))
-    defaultLimits = _readLimits(_table(netd, "limits", "netd", problems), Limits(), "netd.limits", problems)
+    defaultLimits = _readLimits(
+        _table(netd, "limits", "netd", problems), Limits(), "netd.limits", problems
+    )
     _checkAccount(values["user"], values["group"], problems)
 
     services = []
     servicesTable = _table(document, "services", "", problems)
     if not servicesTable and "services" not in document:
-        problems.append(Problem("services", "no services configured (add a [services.NAME] table)"))
+        problems.append(
+            Problem("services", "no services configured (add a [services.NAME] table)")
+        )
+    seen: list[tuple[tuple[Any, ...], str, Listener]] = []
     for name, table in servicesTable.items():
-        service = _readService(name, table, defaultLimits, values["reuse_port"], problems)
+        service = _readService(
+            name, table, defaultLimits, values["reuse_port"], seen, problems
+        )
         if service is not None:
             services.append(service)
-    _checkConflicts(services, problems)
     return NetdConfig(
         source=source,
         services=tuple(services),
@@ -353,7 +371,9 @@ def lookupGroup(group: str) -> grp.struct_group:
     return grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
 
 
-def _readLimits(table: Mapping[str, Any], defaults: Limits, path: str, problems: list[Problem]) -> Limits:
+def _readLimits(
+    table: Mapping[str, Any], defaults: Limits, path: str, problems: list[Problem]
+) -> Limits:
     """
     Validate a limits table over defaults.
 
@@ -376,6 +396,7 @@ def _readService(
     table: Any,
     defaultLimits: Limits,
     reusePort: bool,
+    seen: list[tuple[tuple[Any, ...], str, Listener]],
     problems: list[Problem],
 ) -> ServiceConfig | None:
     """
@@ -385,6 +406,8 @@ def _readService(
     @param table: Its table.
     @param defaultLimits: The limits from C{[netd.limits]}.
     @param reusePort: The global C{reuse_port}.
+    @param seen: The addresses of the enabled services read so far, to
+        report one listed twice (see L{_checkConflict}).
     @param problems: Where problems are appended.
     @return: The service, or L{None} if it is disabled or too broken to read.
     """
@@ -399,11 +422,16 @@ def _readService(
     typeName = table.get("type")
     types = serviceTypes()
     if typeName is None:
-        problems.append(Problem(joinPath(path, "type"), f"missing (one of: {', '.join(types)})"))
+        problems.append(
+            Problem(joinPath(path, "type"), f"missing (one of: {', '.join(types)})")
+        )
         return None
     if typeName not in types:
         problems.append(
-            Problem(joinPath(path, "type"), f"unknown service type {typeName!r} (one of: {', '.join(types)})")
+            Problem(
+                joinPath(path, "type"),
+                f"unknown service type {typeName!r} (one of: {', '.join(types)})",
+            )
         )
         return None
     serviceType = types[typeName]
@@ -413,9 +441,18 @@ def _readService(
             enabled = boolean(table["enabled"])
         except ValueError as e:
             problems.append(Problem(joinPath(path, "enabled"), str(e)))
-    settings = readTable(table, serviceType.settings, path, problems, alsoKnown=COMMON_SERVICE_KEYS)
-    limits = _readLimits(_table(table, "limits", path, problems), defaultLimits, joinPath(path, "limits"), problems)
-    listeners = _readListeners(table, serviceType, path, reusePort, problems)
+    settings = readTable(
+        table, serviceType.settings, path, problems, alsoKnown=COMMON_SERVICE_KEYS
+    )
+    limits = _readLimits(
+        _table(table, "limits", path, problems),
+        defaultLimits,
+        joinPath(path, "limits"),
+        problems,
+    )
+    listeners = _readListeners(
+        table, serviceType, path, reusePort, seen if enabled else [], problems
+    )
     if not enabled:
         return None
     return ServiceConfig(name, typeName, listeners, limits, MappingProxyType(settings))
@@ -426,6 +463,7 @@ def _readListeners(
     serviceType: Any,
     path: str,
     reusePort: bool,
+    seen: list[tuple[tuple[Any, ...], str, Listener]],
     problems: list[Problem],
 ) -> tuple[Listener, ...]:
     """
@@ -438,16 +476,21 @@ def _readListeners(
     @param serviceType: Its L{netd.servicetype.ServiceType}.
     @param path: The service's path.
     @param reusePort: The global C{reuse_port}, the default per listener.
+    @param seen: The addresses read so far (extended here).
     @param problems: Where problems are appended.
     @return: The listeners that are valid.
     """
     listenPath = joinPath(path, "listen")
     entries = table.get("listen")
     if entries is None:
-        problems.append(Problem(listenPath, "missing (e.g. listen = [\"tcp:7:interface=127.0.0.1\"])"))
+        problems.append(
+            Problem(listenPath, 'missing (e.g. listen = ["tcp:7:interface=127.0.0.1"])')
+        )
         return ()
     if not isinstance(entries, list) or not entries:
-        problems.append(Problem(listenPath, "expected a non-empty array of listener descriptions"))
+        problems.append(
+            Problem(listenPath, "expected a non-empty array of listener descriptions")
+        )
         return ()
     listeners = []
     for index, entry in enumerate(entries):
@@ -456,7 +499,9 @@ def _readListeners(
         if isinstance(entry, dict):
             for key in entry:
                 if key not in ("address", "reuse_port"):
-                    problems.append(unknownKey(entryPath, key, ("address", "reuse_port")))
+                    problems.append(
+                        unknownKey(entryPath, key, ("address", "reuse_port"))
+                    )
             if "reuse_port" in entry:
                 try:
                     entryReusePort = boolean(entry["reuse_port"])
@@ -465,7 +510,12 @@ def _readListeners(
             entry = entry.get("address")
             entryPath = joinPath(entryPath, "address")
         if not isinstance(entry, str):
-            problems.append(Problem(entryPath, f"expected a listener description string, got {describe(entry)}"))
+            problems.append(
+                Problem(
+                    entryPath,
+                    f"expected a listener description string, got {describe(entry)}",
+                )
+            )
             continue
         try:
             listener = parseListener(entry, entryReusePort)
@@ -474,9 +524,13 @@ def _readListeners(
             continue
         if listener.transport not in serviceType.transports:
             problems.append(
-                Problem(entryPath, f"{entry!r}: a {serviceType.name} service has no {listener.transport} listeners")
+                Problem(
+                    entryPath,
+                    f"{entry!r}: a {serviceType.name} service has no {listener.transport} listeners",
+                )
             )
             continue
+        _checkConflict(listener, entryPath, seen, problems)
         listeners.append(listener)
     return tuple(listeners)
 
@@ -500,24 +554,32 @@ def _overlaps(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return addressA.is_unspecified or addressB.is_unspecified
 
 
-def _checkConflicts(services: list[ServiceConfig], problems: list[Problem]) -> None:
+def _checkConflict(
+    listener: Listener,
+    path: str,
+    seen: list[tuple[tuple[Any, ...], str, Listener]],
+    problems: list[Problem],
+) -> None:
     """
-    Report addresses listed twice (in one service or across services).
+    Report an address listed twice (in one service or across services).
 
-    @param services: The services read so far.
+    @param listener: A listener just read.
+    @param path: Its key path.
+    @param seen: The conflict keys, paths and listeners read before it; it
+        is added.
     @param problems: Where problems are appended.
     """
-    seen: list[tuple[tuple[Any, ...], str, Listener]] = []
-    for service in services:
-        for index, listener in enumerate(service.listeners):
-            key = listener.conflictKey()
-            if key is None:
-                continue
-            path = joinPath(joinPath(joinPath("services", service.name), "listen"), index)
-            for otherKey, otherPath, other in seen:
-                if _overlaps(key, otherKey):
-                    problems.append(
-                        Problem(path, f"{listener.description!r} is the same address as {otherPath} ({other.description!r})")
-                    )
-                    break
-            seen.append((key, path, listener))
+    key = listener.conflictKey()
+    if key is None:
+        return
+    for otherKey, otherPath, other in seen:
+        if _overlaps(key, otherKey):
+            problems.append(
+                Problem(
+                    path,
+                    f"{listener.description!r} is the same address as "
+                    f"{otherPath} ({other.description!r})",
+                )
+            )
+            return
+    seen.append((key, path, listener))

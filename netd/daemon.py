@@ -67,7 +67,9 @@ class ServiceInstance(MultiService):
             assert serviceType.buildStreamFactory is not None
             streamFactory = serviceType.buildStreamFactory(context)
         for listener in config.listeners:
-            buildListenerService(context, serviceType, listener, streamFactory).setServiceParent(self)
+            buildListenerService(
+                context, serviceType, listener, streamFactory
+            ).setServiceParent(self)
         self._stats: LoopingCall | None = None
         self._lastCounters = context.counters.snapshot()
 
@@ -76,7 +78,10 @@ class ServiceInstance(MultiService):
         Start the listeners and the periodic datagram counters.
         """
         super().startService()
-        if any(listener.transport == "datagram" for listener in self.context.config.listeners):
+        if any(
+            listener.transport == "datagram"
+            for listener in self.context.config.listeners
+        ):
             self._stats = LoopingCall(self.logCounters)
             self._stats.clock = self.context.reactor
             self._stats.start(self.context.statsInterval, now=False)
@@ -101,7 +106,9 @@ class ServiceInstance(MultiService):
         now = self.context.counters.snapshot()
         delta = {key: now[key] - self._lastCounters[key] for key in now}
         self._lastCounters = now
-        if not any(delta[key] for key in ("datagramsIn", "datagramsOut", "datagramsDropped")):
+        if not any(
+            delta[key] for key in ("datagramsIn", "datagramsOut", "datagramsDropped")
+        ):
             return
         self._log.info(
             "{service} udp: {datagramsIn} datagrams ({datagramBytesIn} bytes) in, "
@@ -127,13 +134,17 @@ class NetdService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, config: NetdConfig, reactor: Any = None, stderr: TextIO | None = None) -> None:
+    def __init__(
+        self, config: NetdConfig, reactor: Any = None, stderr: TextIO | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.stderr = stderr
         self.ownPorts: set[int] = set()
         for service in config.services:
-            ServiceInstance(service, self.ownPorts, config.statsInterval, reactor).setServiceParent(self)
+            ServiceInstance(
+                service, self.ownPorts, config.statsInterval, reactor
+            ).setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         """

@@ -210,7 +210,9 @@ def parseListener(description: str, reusePort: bool = False) -> Listener:
             raise ValueError(f"expected {kind}:PORT[:interface=ADDRESS]")
         _checkKeywords(kwargs, ("interface", "maxPacketSize"))
         ipv6 = kind == "udp6"
-        interface = _interface(kwargs.get("interface", "::" if ipv6 else "0.0.0.0"), ipv6)
+        interface = _interface(
+            kwargs.get("interface", "::" if ipv6 else "0.0.0.0"), ipv6
+        )
         maxPacketSize = 65535
         if "maxPacketSize" in kwargs:
             text = kwargs["maxPacketSize"]
@@ -225,7 +227,9 @@ def parseListener(description: str, reusePort: bool = False) -> Listener:
             raise ValueError(f"expected {kind}:PORT[:interface=ADDRESS][:backlog=N]")
         _checkKeywords(kwargs, ("interface", "backlog"))
         ipv6 = kind == "tcp6"
-        interface = _interface(kwargs.get("interface", "::" if ipv6 else "0.0.0.0"), ipv6)
+        interface = _interface(
+            kwargs.get("interface", "::" if ipv6 else "0.0.0.0"), ipv6
+        )
         backlog = kwargs.get("backlog", "50")
         if not backlog.isdigit() or not 1 <= int(backlog) <= 65535:
             raise ValueError(f"backlog {backlog!r} must be 1 to 65535")

@@ -27,13 +27,18 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from netd.descriptions import DatagramListener, Listener, StreamListener, sslContextFactory
+from netd.descriptions import (
+    DatagramListener,
+    Listener,
+    StreamListener,
+    sslContextFactory,
+)
 from netd.servicetype import ServiceContext, ServiceType
 from netd.sessions import SessionFactory
 from netd.sockets import TCPEndpoint, UDPPort, describeAddress
 
 PRIVILEGED_PORT_FIXES = (
-    "ports below 1024 need privileges: start netd as root with user = \"NAME\" "
+    'ports below 1024 need privileges: start netd as root with user = "NAME" '
     "in [netd] (it binds, then drops root), pass the socket from systemd "
     "(socket activation), or grant CAP_NET_BIND_SERVICE "
     "(AmbientCapabilities= in the unit, or setcap on the Python binary)"
@@ -223,7 +228,9 @@ class DatagramListenerService(Service):
             port.startListening()
         except CannotListenError as e:
             raise ListenError(
-                self.context.name, listener.description, explainBindError(e, listener.port)
+                self.context.name,
+                listener.description,
+                explainBindError(e, listener.port),
             ) from e
         self.port = port
         address = port.getHost()
@@ -290,7 +297,11 @@ def buildListenerService(
         return DatagramListenerService(context, listener, protocol)
     factory = streamFactory
     if listener.kind == "ssl":
-        factory = TLSMemoryBIOFactory(sslContextFactory(listener.description), False, factory)
+        factory = TLSMemoryBIOFactory(
+            sslContextFactory(listener.description), False, factory
+        )
         factory.noisy = False
     sessions = SessionFactory(factory, context, listener.description)
-    return StreamListenerService(context, listener, streamEndpoint(context, listener), sessions)
+    return StreamListenerService(
+        context, listener, streamEndpoint(context, listener), sessions
+    )

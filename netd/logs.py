@@ -44,7 +44,9 @@ def eventAsJSONLine(event: dict[str, Any]) -> str:
     @return: The line, newline included.
     """
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(),
+        "time": datetime.fromtimestamp(
+            event.get("log_time", 0), timezone.utc
+        ).isoformat(),
         "level": getattr(event.get("log_level"), "name", "info"),
         "namespace": event.get("log_namespace", ""),
         "text": formatEvent(event),

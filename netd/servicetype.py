@@ -66,7 +66,6 @@ class ServiceContext:
         return self.config.settings
 
 
-
 @frozen
 class ServiceType:
     """

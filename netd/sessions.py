@@ -36,7 +36,11 @@ def describePeer(address: Any) -> str:
     port = getattr(address, "port", None)
     if host is None:
         name = getattr(address, "name", None)
-        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or "unnamed"))
+        return "unix:" + (
+            name.decode("utf-8", "replace")
+            if isinstance(name, bytes)
+            else str(name or "unnamed")
+        )
     if ":" in host:
         return f"[{host}]:{port}"
     return f"{host}:{port}"
@@ -71,7 +75,9 @@ class Session(ProtocolWrapper, TimeoutMixin):
     _started = 0.0
     _deadline: IDelayedCall | None = None
 
-    def __init__(self, factory: SessionFactory, wrappedProtocol: Any, host: str) -> None:
+    def __init__(
+        self, factory: SessionFactory, wrappedProtocol: Any, host: str
+    ) -> None:
         super().__init__(factory, wrappedProtocol)
         self.host = host
         self._maxBytes = factory.context.policy.limits.maxBytes
@@ -214,7 +220,9 @@ class SessionFactory(WrappingFactory):
     protocol = Session
     noisy = False
 
-    def __init__(self, wrappedFactory: Any, context: ServiceContext, listener: str) -> None:
+    def __init__(
+        self, wrappedFactory: Any, context: ServiceContext, listener: str
+    ) -> None:
         super().__init__(wrappedFactory)
         self.context = context
         self.listener = listener

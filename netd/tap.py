@@ -83,7 +83,9 @@ class Options(usage.Options):
         except ConfigError as e:
             for line in e.lines():
                 self.stderr.write(f"netd: {line}\n")
-            self.stderr.write(f"netd: {len(e.problems)} problem(s); nothing was started\n")
+            self.stderr.write(
+                f"netd: {len(e.problems)} problem(s); nothing was started\n"
+            )
             self.stderr.flush()
             raise SystemExit(EX_CONFIG)
         self["netdConfig"] = config
@@ -111,7 +113,12 @@ def _runAs(config: NetdConfig, twistdOptions: Any) -> None:
     @param config: The configuration.
     @param twistdOptions: twistd's options (the parent of L{Options}).
     """
-    if twistdOptions is None or os.getuid() != 0 or config.user is None and config.group is None:
+    if (
+        twistdOptions is None
+        or os.getuid() != 0
+        or config.user is None
+        and config.group is None
+    ):
         return
     if twistdOptions.get("uid") is None and config.user is not None:
         entry = lookupUser(config.user)

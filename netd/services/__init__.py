@@ -18,4 +18,6 @@ def serviceTypes() -> Mapping[str, ServiceType]:
     """
     from netd.services import discard, echo
 
-    return {serviceType.name: serviceType for serviceType in (echo.echo, discard.discard)}
+    return {
+        serviceType.name: serviceType for serviceType in (echo.echo, discard.discard)
+    }

@@ -1,5 +1,8 @@
 from twisted.application.service import ServiceMaker
 
 netd = ServiceMaker(
-    "netd", "netd.tap", "A multi-service network daemon: echo, discard, http, chat.", "netd"
+    "netd",
+    "netd.tap",
+    "A multi-service network daemon: echo, discard, http, chat.",
+    "netd",
 )

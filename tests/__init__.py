@@ -1,0 +1,3 @@
+"""
+Tests for netd. Run them with C{trial tests}.
+"""
