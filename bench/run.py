@@ -688,6 +688,42 @@ def environment(options: argparse.Namespace) -> str:
     )
 
 
+def startServers(
+    netdTemplate: str, directory: str, stack: ExitStack
+) -> dict[str, Server]:
+    """
+    Start netd and the baseline on free ports, each stopped when C{stack}
+    closes.
+
+    @param netdTemplate: how to start netd (see L{NETD_COMMAND}).
+    @param directory: where their config and logs go.
+    @return: the two servers, ready, by name.
+    """
+    netdEcho, netdDiscard, baseEcho, baseDiscard = freePorts(4)
+    config = os.path.join(directory, "netd.toml")
+    with open(config, "w") as f:
+        f.write(NETD_CONFIG.format(host=HOST, echo=netdEcho, discard=netdDiscard))
+    fields = dict(
+        python=sys.executable,
+        twistd=os.path.join(os.path.dirname(sys.executable), "twistd"),
+        config=config,
+        echo=netdEcho,
+        discard=netdDiscard,
+        repo=REPO,
+    )
+    netdCommand = [part.format(**fields) for part in shlex.split(netdTemplate)]
+    baseCommand = [sys.executable, os.path.join(BENCH, "baseline.py")]
+    baseCommand += [str(baseEcho), str(baseDiscard)]
+    netdPorts = {"echo": netdEcho, "discard": netdDiscard}
+    basePorts = {"echo": baseEcho, "discard": baseDiscard}
+    return {
+        "netd": stack.enter_context(running("netd", netdCommand, netdPorts, directory)),
+        "baseline": stack.enter_context(
+            running("baseline", baseCommand, basePorts, directory)
+        ),
+    }
+
+
 def main(argv: Sequence[str]) -> None:
     """
     Run the benchmark, or the flow-control check, and print the results.
@@ -695,53 +731,17 @@ def main(argv: Sequence[str]) -> None:
     options = parseArguments(argv)
     workloads = selectWorkloads(options.only)
     signal.signal(signal.SIGTERM, exitOnSignal)
+    # The servers stop (stack) before their directory goes.
     with (
         tempfile.TemporaryDirectory(prefix="netd-bench-") as directory,
         ExitStack() as stack,
     ):
-        loadgen = compileLoadgen(directory)
-        netdEcho, netdDiscard, baseEcho, baseDiscard = freePorts(4)
-        config = os.path.join(directory, "netd.toml")
-        with open(config, "w") as f:
-            f.write(NETD_CONFIG.format(host=HOST, echo=netdEcho, discard=netdDiscard))
-        fields = dict(
-            python=sys.executable,
-            twistd=os.path.join(os.path.dirname(sys.executable), "twistd"),
-            config=config,
-            echo=netdEcho,
-            discard=netdDiscard,
-            repo=REPO,
-        )
-        netdCommand = [
-            part.format(**fields) for part in shlex.split(options.netd_command)
-        ]
-        baseCommand = [
-            sys.executable,
-            os.path.join(BENCH, "baseline.py"),
-            str(baseEcho),
-            str(baseDiscard),
-        ]
-        servers = {
-            "netd": stack.enter_context(
-                running(
-                    "netd",
-                    netdCommand,
-                    {"echo": netdEcho, "discard": netdDiscard},
-                    directory,
-                )
-            ),
-            "baseline": stack.enter_context(
-                running(
-                    "baseline",
-                    baseCommand,
-                    {"echo": baseEcho, "discard": baseDiscard},
-                    directory,
-                )
-            ),
-        }
         if options.flow_control:
+            servers = startServers(options.netd_command, directory, stack)
             print(flowControl(servers))
             return
+        loadgen = compileLoadgen(directory)
+        servers = startServers(options.netd_command, directory, stack)
         results = benchmark(
             servers,
             loadgen,

@@ -52,7 +52,9 @@ class ReplyGuard:
         self.minSourcePort = max(1, minSourcePort)
         self.ownPorts = ownPorts
         self._interval = 1.0 / rate
-        self._tolerance = self._interval * (burst - 1)
+        # Exactly `burst` replies fit back to back; the half interval of slack
+        # keeps float rounding from costing one of them.
+        self._tolerance = self._interval * (burst - 0.5)
         self._clock = clock
         self._maxSources = maxSources
         self._theoreticalArrival: dict[str, float] = {}
