@@ -42,6 +42,7 @@ class ServiceInstance(MultiService):
         ownPorts: set[int],
         statsInterval: float,
         reactor: Any = None,
+        instances: dict[str, ServiceContext] | None = None,
     ) -> None:
         super().__init__()
         self.setName(config.name)
@@ -60,7 +61,9 @@ class ServiceInstance(MultiService):
             ownPorts=ownPorts,
             statsInterval=statsInterval,
             reactor=reactor,
+            instances=instances if instances is not None else {},
         )
+        context.instances[config.name] = context
         self.context = context
         streamFactory = None
         if any(listener.transport == "stream" for listener in config.listeners):
@@ -127,6 +130,7 @@ class NetdService(MultiService):
 
     @ivar config: The configuration it was built from.
     @ivar ownPorts: Every port netd listens on (filled as they are bound).
+    @ivar instances: Every service instance's context, by name.
     @ivar stderr: Where a start-up failure is reported when running in the
         foreground; L{None} to raise L{ListenError} instead (under a
         daemonizing twistd, which reports exceptions itself, and in tests).

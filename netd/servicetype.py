@@ -41,6 +41,9 @@ class ServiceContext:
     @ivar reactor: The reactor its listeners and timers use.
     @ivar counters: Traffic counters.
     @ivar statsInterval: Seconds between periodic counter events.
+    @ivar instances: Every service instance of the process, by name (live,
+        shared): how one service reaches another, e.g. an http service
+        mounting a chat service's web page.
     """
 
     config: ServiceConfig
@@ -50,6 +53,7 @@ class ServiceContext:
     reactor: Any
     counters: ServiceCounters = field(factory=ServiceCounters)
     statsInterval: float = 60.0
+    instances: dict[str, ServiceContext] = field(factory=dict)
 
     @property
     def name(self) -> str:
@@ -78,6 +82,9 @@ class ServiceType:
         listeners, or L{None} if the type has none.
     @ivar buildDatagramProtocol: Makes the protocol for one datagram
         listener, or L{None} if the type has none.
+    @ivar buildWebResource: Makes a L{twisted.web.resource.IResource} that
+        an http service can mount to give this service a browser front end,
+        or L{None} if the type has none.
     """
 
     name: str
@@ -87,6 +94,7 @@ class ServiceType:
     buildDatagramProtocol: (
         Callable[[ServiceContext, DatagramListener], DatagramProtocol] | None
     ) = None
+    buildWebResource: Callable[[ServiceContext], Any] | None = None
 
     @property
     def transports(self) -> frozenset[str]:

@@ -42,7 +42,9 @@ def makeContext(
     config = ServiceConfig(type, type, (), limits, values)
     return ServiceContext(
         config=config,
-        policy=SessionPolicy(limits, DropLog(type, "refused a session from", reactor, 10)),
+        policy=SessionPolicy(
+            limits, DropLog(type, "refused a session from", reactor, 10)
+        ),
         datagramDrops=DropLog(type, "dropped a datagram from", reactor, 10),
         ownPorts=ownPorts if ownPorts is not None else set(),
         reactor=reactor,

@@ -46,7 +46,9 @@ class DiscardTests(SynchronousTestCase):
         Over UDP no datagram is answered; each is counted.
         """
         context = makeContext("discard")
-        protocol = buildDatagramProtocol(context, DatagramListener("udp:9", 9, "127.0.0.1"))
+        protocol = buildDatagramProtocol(
+            context, DatagramListener("udp:9", 9, "127.0.0.1")
+        )
         protocol.transport = FakeDatagramTransport()
         for size in (1, 100, 1400):
             protocol.datagramReceived(b"x" * size, ("127.0.0.1", 40000))

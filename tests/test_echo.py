@@ -84,7 +84,9 @@ class EchoDatagramTests(SynchronousTestCase):
         """
         protocol = self.makeProtocol()
         protocol.datagramReceived(b"x" * 1400, ("127.0.0.1", 40000))
-        self.assertEqual(protocol.transport.written, [(b"x" * 1400, ("127.0.0.1", 40000))])
+        self.assertEqual(
+            protocol.transport.written, [(b"x" * 1400, ("127.0.0.1", 40000))]
+        )
         counters = self.context.counters
         self.assertEqual((counters.datagramsIn, counters.datagramBytesIn), (1, 1400))
         self.assertEqual((counters.datagramsOut, counters.datagramBytesOut), (1, 1400))

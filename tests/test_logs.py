@@ -43,7 +43,9 @@ class JSONObserverTests(SynchronousTestCase):
         self.assertEqual(record["bytesIn"], 10)
         self.assertEqual(record["level"], "info")
         self.assertEqual(record["namespace"], "netd.test")
-        self.assertEqual(record["text"], "echo session from 127.0.0.1:4000 ended after 1.500s")
+        self.assertEqual(
+            record["text"], "echo session from 127.0.0.1:4000 ended after 1.500s"
+        )
         self.assertTrue(record["time"].endswith("+00:00"))
         self.assertEqual(json.loads(lines[1])["level"], "warn")
         self.assertNotIn("log_format", record)

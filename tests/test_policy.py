@@ -15,7 +15,9 @@ from netd.drops import DropLog
 from netd.policy import AddressFilter, SessionPolicy
 
 
-def networks(*prefixes: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def networks(
+    *prefixes: str,
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """
     @param prefixes: CIDR prefixes.
     @return: The parsed networks.

@@ -32,7 +32,9 @@ class SessionTestCase(SynchronousTestCase):
         self.events: list[dict[str, Any]] = []
         self.patch(Session, "_log", Logger(observer=self.events.append))
 
-    def makeFactory(self, limits: Limits | None = None, protocol: type = Echo) -> SessionFactory:
+    def makeFactory(
+        self, limits: Limits | None = None, protocol: type = Echo
+    ) -> SessionFactory:
         """
         @param limits: The service's limits.
         @param protocol: The service's protocol class.
@@ -43,7 +45,9 @@ class SessionTestCase(SynchronousTestCase):
         wrapped = Factory.forProtocol(protocol)
         return SessionFactory(wrapped, self.context, "tcp:7")
 
-    def connect(self, factory: SessionFactory, host: str = "192.0.2.1", port: int = 40000) -> tuple[Session, StringTransport]:
+    def connect(
+        self, factory: SessionFactory, host: str = "192.0.2.1", port: int = 40000
+    ) -> tuple[Session, StringTransport]:
         """
         Open a session from C{host}.
 
@@ -237,7 +241,11 @@ class DescribePeerTests(SynchronousTestCase):
         IPv4 peers are C{host:port}, IPv6 ones C{[host]:port}, UNIX ones
         C{unix:path}.
         """
-        self.assertEqual(describePeer(IPv4Address("TCP", "127.0.0.1", 7)), "127.0.0.1:7")
+        self.assertEqual(
+            describePeer(IPv4Address("TCP", "127.0.0.1", 7)), "127.0.0.1:7"
+        )
         self.assertEqual(describePeer(IPv6Address("TCP", "::1", 7)), "[::1]:7")
-        self.assertEqual(describePeer(UNIXAddress(b"/run/netd.sock")), "unix:/run/netd.sock")
+        self.assertEqual(
+            describePeer(UNIXAddress(b"/run/netd.sock")), "unix:/run/netd.sock"
+        )
         self.assertEqual(describePeer(UNIXAddress(None)), "unix:unnamed")
