@@ -135,18 +135,47 @@ class SessionLimitTests(SessionTestCase):
 
     def test_idleTimeout(self) -> None:
         """
-        A session with no traffic for C{idle_timeout} seconds is aborted;
-        traffic resets the timer.
+        A session with no traffic in either direction for C{idle_timeout}
+        seconds is aborted, at most a quarter of the timeout later; traffic
+        in or out restarts the count.
         """
         factory = self.makeFactory(Limits(idleTimeout=10))
         session, transport = self.connect(factory)
-        self.context.reactor.advance(9)
+        clock = self.context.reactor
+        clock.pump([0.5] * 18)
         session.dataReceived(b"x")
-        self.context.reactor.advance(9)
+        clock.pump([0.5] * 18)
+        session.write(b"y")
+        clock.pump([0.5] * 20)
         self.assertFalse(transport.disconnecting)
-        self.context.reactor.advance(1)
+        clock.pump([0.5] * 5)
         self.assertTrue(transport.disconnected)
         self.assertEqual(session.closeReason, "idle timeout")
+
+    def test_idleTimeoutPrecision(self) -> None:
+        """
+        An idle session is closed no earlier than C{idle_timeout} and no
+        later than 1.25 times it after its last traffic.
+        """
+        factory = self.makeFactory(Limits(idleTimeout=8))
+        session, transport = self.connect(factory)
+        clock = self.context.reactor
+        clock.pump([0.1] * 13)
+        session.dataReceived(b"x")
+        clock.pump([0.1] * 79)
+        self.assertFalse(transport.disconnecting)
+        clock.pump([0.1] * 21)
+        self.assertTrue(transport.disconnected)
+
+    def test_noIdleTimeout(self) -> None:
+        """
+        C{idle_timeout = 0} leaves an idle session open and sets no timer.
+        """
+        factory = self.makeFactory(Limits(idleTimeout=0))
+        session, transport = self.connect(factory)
+        self.assertEqual(self.context.reactor.getDelayedCalls(), [])
+        self.context.reactor.advance(10**6)
+        self.assertFalse(transport.disconnecting)
 
     def test_maxDuration(self) -> None:
         """
