@@ -16,6 +16,8 @@
  * tcp-bulk-discard  each connection writes into discard as fast as it can.
  * udp-echo          each sender keeps WINDOW (32) datagrams in flight; one
  *                   not echoed within 50 ms counts as lost and is replaced.
+ *                   Each datagram starts with a 16-byte header (sender,
+ *                   slot, sequence number), so SIZE is at least 16.
  *
  * All connections are established before the clock starts; the measurement
  * then lasts exactly SECONDS and only work completed inside it is counted.
@@ -29,7 +31,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -471,7 +472,10 @@ static void udpSend(struct worker *w, struct conn *c, uint32_t index,
     w->stats.sent++;
     if (send(c->fd, datagram, (size_t)size, 0) < 0) {
         /* Left in flight: it will time out and be replaced. */
-        w->stats.sendErrors++;
+        if (errno == ECONNREFUSED)
+            w->stats.connErrors++; /* nobody listens on the port */
+        else
+            w->stats.sendErrors++; /* e.g. ENOBUFS: the local kernel's fault */
     }
 }
 

@@ -32,13 +32,14 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import IO, NoReturn
+from typing import NoReturn
 
 from attrs import define, frozen
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 HOST = "127.0.0.1"
+SIDES = ("netd", "baseline")
 
 # How the daemon under test is started; the hidden --netd-command option
 # replaces it (e.g. with bench/baseline.py, to try this script without netd).
@@ -80,60 +81,56 @@ class Workload:
     """
     One load pattern, run with C{loadgen}.
 
-    @ivar name: what C{--only} selects and the table shows.
+    @ivar name: what C{--only} selects and the tables show.
     @ivar mode: the C{loadgen} mode.
     @ivar service: C{"echo"} or C{"discard"}: the port to aim at.
     @ivar args: C{loadgen} arguments between the port and the duration.
-    @ivar metric: the key of the C{loadgen} result to compare.
-    @ivar unit: the unit of C{metric}.
-    @ivar costUnit: what server CPU time is divided by: C{"msg"} for
-        messages or datagrams echoed, C{"MB"} for megabytes moved.
     """
 
     name: str
     mode: str
     service: str
     args: tuple[int, ...]
-    metric: str
-    unit: str
-    costUnit: str
+
+    @property
+    def bulk(self) -> bool:
+        """
+        Whether this workload moves a byte stream rather than messages.
+        """
+        return self.mode.startswith("tcp-bulk-")
+
+    @property
+    def metric(self) -> str:
+        """
+        The key of the C{loadgen} result that the tables compare.
+        """
+        return "mb_per_s" if self.bulk else "messages_per_s"
+
+    @property
+    def unit(self) -> str:
+        """
+        The unit of L{metric}.
+        """
+        if self.bulk:
+            return "MB/s"
+        return "dgram/s" if self.mode.startswith("udp-") else "msg/s"
+
+    @property
+    def costUnit(self) -> str:
+        """
+        What server CPU time is divided by: megabytes moved or messages
+        echoed.
+        """
+        return "MB" if self.bulk else "msg"
 
 
 WORKLOADS = [
-    Workload(
-        "tcp-echo-100x64",
-        "tcp-echo",
-        "echo",
-        (100, 64),
-        "messages_per_s",
-        "msg/s",
-        "msg",
-    ),
-    Workload(
-        "tcp-echo-50x64", "tcp-echo", "echo", (50, 64), "messages_per_s", "msg/s", "msg"
-    ),
-    Workload("tcp-bulk-echo", "tcp-bulk-echo", "echo", (4,), "mb_per_s", "MB/s", "MB"),
-    Workload(
-        "tcp-bulk-discard",
-        "tcp-bulk-discard",
-        "discard",
-        (4,),
-        "mb_per_s",
-        "MB/s",
-        "MB",
-    ),
-    Workload(
-        "udp-echo-8x64", "udp-echo", "echo", (8, 64), "messages_per_s", "dgram/s", "msg"
-    ),
-    Workload(
-        "udp-echo-8x1400",
-        "udp-echo",
-        "echo",
-        (8, 1400),
-        "messages_per_s",
-        "dgram/s",
-        "msg",
-    ),
+    Workload("tcp-echo-100x64", "tcp-echo", "echo", (100, 64)),
+    Workload("tcp-echo-50x64", "tcp-echo", "echo", (50, 64)),
+    Workload("tcp-bulk-echo", "tcp-bulk-echo", "echo", (4,)),
+    Workload("tcp-bulk-discard", "tcp-bulk-discard", "discard", (4,)),
+    Workload("udp-echo-8x64", "udp-echo", "echo", (8, 64)),
+    Workload("udp-echo-8x1400", "udp-echo", "echo", (8, 1400)),
 ]
 
 
@@ -330,7 +327,10 @@ def running(
 def stopProcess(server: Server) -> None:
     """
     Stop C{server}'s process: C{SIGTERM}, then C{SIGKILL} if needed.
-    Complain if it does not exit cleanly on C{SIGTERM}.
+
+    Complain if it does not exit cleanly on C{SIGTERM}.  After a clean
+    shutdown C{twistd} re-raises the signal that stopped it, so dying of
+    C{SIGTERM} counts as clean, as does exiting with status 0.
     """
     process = server.process
     if process.poll() is not None:
@@ -343,8 +343,11 @@ def stopProcess(server: Server) -> None:
         process.kill()
         process.wait()
         return
-    if status != 0:
-        progress(f"{server.name} exited with status {status} on SIGTERM")
+    if status not in (0, -signal.SIGTERM):
+        progress(
+            f"{server.name} exited with status {status} on SIGTERM:\n"
+            + server.logTail()
+        )
 
 
 def runLoadgen(
@@ -383,7 +386,7 @@ def measure(
         loadgen, workload, server.ports[workload.service], seconds, threads
     )
     cpu = server.cpuSeconds() - before
-    units = result["messages"] if workload.costUnit == "msg" else result["bytes"] / 1e6
+    units = result["bytes"] / 1e6 if workload.bulk else result["messages"]
     result["server_cpu_s"] = cpu
     result["server_cpu_per"] = cpu * 1e6 / units if units else float("nan")
     return result
@@ -409,83 +412,61 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(
-    workloads: Sequence[Workload], results: dict[str, dict[str, list[dict[str, float]]]]
-) -> str:
-    """
-    Summarise the results as Markdown.
+Results = dict[str, dict[str, list[dict[str, float]]]]
 
-    @param results: C{loadgen} results by workload name, then server name.
-    @return: a table of throughput, ratio and server CPU cost, and a table of
-        latency, loss and errors.
+
+def throughputTable(workloads: Sequence[Workload], results: Results) -> str:
     """
-    main = []
-    details = []
+    @param results: C{loadgen} results by workload name, then server name.
+    @return: a Markdown table of each server's figure, their ratio, and the
+        server CPU time per message or megabyte, as medians with spreads.
+    """
+    rows = []
     for workload in workloads:
-        netd = results[workload.name]["netd"]
-        base = results[workload.name]["baseline"]
-        figures = {
-            side: [run[workload.metric] for run in runs]
-            for side, runs in (("netd", netd), ("baseline", base))
-        }
+        runs = results[workload.name]
+        figures = {side: [run[workload.metric] for run in runs[side]] for side in runs}
         ratios = [n / b for n, b in zip(figures["netd"], figures["baseline"]) if b]
-        cpu = {
-            side: spread([run["server_cpu_per"] for run in runs], 1)
-            + f" µs/{workload.costUnit}"
-            for side, runs in (("netd", netd), ("baseline", base))
-        }
-        main.append(
-            [
-                workload.name,
-                f"{spread(figures['netd'])} {workload.unit}",
-                f"{spread(figures['baseline'])} {workload.unit}",
-                spread(ratios, 2) if ratios else "n/a",
-                cpu["netd"],
-                cpu["baseline"],
-            ]
-        )
         row = [workload.name]
-        for runs in (netd, base):
-            if "p50_us" in runs[0]:
-                p50 = statistics.median(run["p50_us"] for run in runs)
-                p99 = statistics.median(run["p99_us"] for run in runs)
+        row += [f"{spread(figures[side])} {workload.unit}" for side in SIDES]
+        row.append(spread(ratios, 2) if ratios else "n/a")
+        row += [
+            f"{spread([run['server_cpu_per'] for run in runs[side]], 1)} "
+            f"µs/{workload.costUnit}"
+            for side in SIDES
+        ]
+        rows.append(row)
+    header = ["workload", "netd", "baseline", "netd / baseline"]
+    header += ["netd server CPU", "baseline server CPU"]
+    return table(header, rows)
+
+
+def detailsTable(workloads: Sequence[Workload], results: Results) -> str:
+    """
+    @param results: C{loadgen} results by workload name, then server name.
+    @return: a Markdown table of median latencies, UDP loss and the total
+        count of errors (mismatched bytes and failed connections).
+    """
+    rows = []
+    for workload in workloads:
+        runs = results[workload.name]
+        row = [workload.name]
+        for side in SIDES:
+            if workload.bulk:
+                row.append("–")
+            else:
+                p50 = statistics.median(run["p50_us"] for run in runs[side])
+                p99 = statistics.median(run["p99_us"] for run in runs[side])
                 row.append(f"{p50:,.0f} / {p99:,.0f}")
+        for side in SIDES:
+            if workload.mode == "udp-echo":
+                row.append(spread([run["loss_pct"] for run in runs[side]], 2))
             else:
                 row.append("–")
-        for runs in (netd, base):
-            if "loss_pct" in runs[0]:
-                row.append(spread([run["loss_pct"] for run in runs], 2))
-            else:
-                row.append("–")
-        for runs in (netd, base):
-            row.append(f"{sum(int(run['errors']) for run in runs)}")
-        details.append(row)
-    return (
-        table(
-            [
-                "workload",
-                "netd",
-                "baseline",
-                "netd / baseline",
-                "netd server CPU",
-                "baseline server CPU",
-            ],
-            main,
-        )
-        + "\n\n"
-        + table(
-            [
-                "workload",
-                "netd p50 / p99 µs",
-                "baseline p50 / p99 µs",
-                "netd loss %",
-                "baseline loss %",
-                "netd errors",
-                "baseline errors",
-            ],
-            details,
-        )
-    )
+        row += [str(sum(int(run["errors"]) for run in runs[side])) for side in SIDES]
+        rows.append(row)
+    header = ["workload", "netd p50 / p99 µs", "baseline p50 / p99 µs"]
+    header += ["netd loss %", "baseline loss %", "netd errors", "baseline errors"]
+    return table(header, rows)
 
 
 def benchmark(
@@ -495,18 +476,18 @@ def benchmark(
     seconds: int,
     repeat: int,
     threads: int,
-) -> dict[str, dict[str, list[dict[str, float]]]]:
+) -> Results:
     """
     Run every workload C{repeat} times against each server, alternating which
     server goes first so that neither always gets the warmer machine.
 
     @return: C{loadgen} results by workload name, then server name.
     """
-    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    results: Results = {}
     for workload in workloads:
-        results[workload.name] = {"netd": [], "baseline": []}
+        results[workload.name] = {side: [] for side in SIDES}
         for repetition in range(repeat):
-            order = ["netd", "baseline"]
+            order = list(SIDES)
             if repetition % 2:
                 order.reverse()
             for side in order:
@@ -750,12 +731,15 @@ def main(argv: Sequence[str]) -> None:
             options.repeat,
             options.threads,
         )
-        print(environment(options) + "\n")
-        print(report(workloads, results))
+        print(environment(options))
+        print()
+        print(throughputTable(workloads, results))
+        print()
+        print(detailsTable(workloads, results))
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (RuntimeError, subprocess.CalledProcessError) as e:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         sys.exit(f"bench/run.py: {e}")
