@@ -30,7 +30,12 @@ from typing import Any
 
 from attrs import frozen
 
-from netd.descriptions import Listener, parseListener
+from netd.descriptions import (
+    REUSE_PORT_KINDS,
+    Listener,
+    parseListener,
+    splitDescription,
+)
 from netd.services import serviceTypes
 from netd.settings import (
     Network,
@@ -76,39 +81,52 @@ class Limits:
     deny: tuple[Network, ...] = ()
 
 
+# An instance: the class attributes of a slotted attrs class are descriptors.
+_DEFAULT_LIMITS = Limits()
+
 LIMIT_SETTINGS = (
     Setting(
         "max_sessions",
-        Limits.maxSessions,
+        _DEFAULT_LIMITS.maxSessions,
         integer(1, 1_000_000),
         "most concurrent sessions for the service",
     ),
     Setting(
         "max_sessions_per_peer",
-        Limits.maxSessionsPerPeer,
+        _DEFAULT_LIMITS.maxSessionsPerPeer,
         integer(1, 1_000_000),
         "most concurrent sessions from one source address",
     ),
     Setting(
         "idle_timeout",
-        Limits.idleTimeout,
+        _DEFAULT_LIMITS.idleTimeout,
         number(0, 86400 * 365),
         "seconds without traffic before a session is closed (0: never)",
     ),
     Setting(
         "max_duration",
-        Limits.maxDuration,
+        _DEFAULT_LIMITS.maxDuration,
         number(0, 86400 * 365),
         "seconds a session may last (0: unlimited)",
     ),
     Setting(
         "max_bytes",
-        Limits.maxBytes,
+        _DEFAULT_LIMITS.maxBytes,
         integer(0, 2**62),
         "bytes in plus out a session may carry (0: unlimited)",
     ),
-    Setting("allow", (), networks, "if not empty, serve only these CIDR prefixes"),
-    Setting("deny", (), networks, "never serve these CIDR prefixes (wins over allow)"),
+    Setting(
+        "allow",
+        _DEFAULT_LIMITS.allow,
+        networks,
+        "if not empty, serve only these CIDR prefixes",
+    ),
+    Setting(
+        "deny",
+        _DEFAULT_LIMITS.deny,
+        networks,
+        "never serve these CIDR prefixes (wins over allow)",
+    ),
 )
 
 _LIMIT_FIELDS = {
@@ -151,6 +169,17 @@ class NetdConfig:
     @ivar user: The user to run as after binding, if any.
     @ivar group: The group to run as after binding, if any.
     @ivar statsInterval: Seconds between periodic counter log events.
+    @ivar allowRoot: Whether netd may keep running as root when no user to
+        switch to is configured.
+    @ivar drainTimeout: Seconds open sessions get to finish after a stop
+        (SIGTERM) or a reload that retires their service, before they are
+        closed.
+    @ivar logFormat: C{"text"} or C{"json"}: the format of the log
+        destinations netd opens itself (see L{netd.logsetup}).
+    @ivar logFile: A file netd logs to (with rotation), or L{None}.
+    @ivar logRotateSize: Bytes after which L{logFile} is rotated; 0 never.
+    @ivar logRotateKeep: How many rotated files of L{logFile} are kept.
+    @ivar logSyslog: Whether netd also logs to syslog.
     """
 
     source: str
@@ -158,6 +187,44 @@ class NetdConfig:
     user: str | None = None
     group: str | None = None
     statsInterval: float = 60.0
+    allowRoot: bool = False
+    drainTimeout: float = 30.0
+    logFormat: str = "text"
+    logFile: str | None = None
+    logRotateSize: int = 10_000_000
+    logRotateKeep: int = 10
+    logSyslog: bool = False
+
+
+def _choice(*choices: str) -> Any:
+    """
+    A converter accepting one of a few strings.
+
+    @param choices: The acceptable values.
+    @return: The converter.
+    """
+
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(
+                f"expected one of {', '.join(map(repr, choices))}, got {value!r}"
+            )
+        return str(value)
+
+    return convert
+
+
+def _absolutePath(value: Any) -> str:
+    """
+    Accept an absolute file path.
+
+    @param value: The raw value.
+    @return: The path.
+    @raise ValueError: If it is not an absolute path.
+    """
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    return value
 
 
 GLOBAL_SETTINGS = (
@@ -175,6 +242,28 @@ GLOBAL_SETTINGS = (
         number(1, 86400),
         "seconds between periodic counter log events (UDP traffic, refusals)",
     ),
+    Setting(
+        "allow_root",
+        False,
+        boolean,
+        "keep running as root when no user is configured (refused otherwise)",
+    ),
+    Setting(
+        "drain_timeout",
+        30.0,
+        number(0, 86400),
+        "seconds open sessions get to finish after SIGTERM before they are closed",
+    ),
+    Setting("log_format", "text", _choice("text", "json"), "text or json"),
+    Setting("log_file", None, _absolutePath, "a file to log to, with rotation"),
+    Setting(
+        "log_rotate_size",
+        10_000_000,
+        integer(0, 2**40),
+        "bytes after which log_file is rotated (0: never)",
+    ),
+    Setting("log_rotate_keep", 10, integer(1, 10_000), "rotated log files kept"),
+    Setting("log_syslog", False, boolean, "also log to syslog"),
 )
 
 COMMON_SERVICE_KEYS = ("type", "listen", "enabled", "limits")
@@ -326,6 +415,13 @@ def _readDocument(
         user=values["user"],
         group=values["group"],
         statsInterval=values["stats_interval"],
+        allowRoot=values["allow_root"],
+        drainTimeout=values["drain_timeout"],
+        logFormat=values["log_format"],
+        logFile=values["log_file"],
+        logRotateSize=values["log_rotate_size"],
+        logRotateKeep=values["log_rotate_keep"],
+        logSyslog=values["log_syslog"],
     )
 
 
@@ -340,12 +436,12 @@ def _checkAccount(user: str | None, group: str | None, problems: list[Problem]) 
     if user is not None:
         try:
             lookupUser(user)
-        except KeyError:
+        except (KeyError, ValueError, OverflowError):
             problems.append(Problem("netd.user", f"no such user {user!r}"))
     if group is not None:
         try:
             lookupGroup(group)
-        except KeyError:
+        except (KeyError, ValueError, OverflowError):
             problems.append(Problem("netd.group", f"no such group {group!r}"))
 
 
@@ -426,7 +522,7 @@ def _readService(
             Problem(joinPath(path, "type"), f"missing (one of: {', '.join(types)})")
         )
         return None
-    if typeName not in types:
+    if not isinstance(typeName, str) or typeName not in types:
         problems.append(
             Problem(
                 joinPath(path, "type"),
@@ -496,6 +592,7 @@ def _readListeners(
     for index, entry in enumerate(entries):
         entryPath = joinPath(listenPath, index)
         entryReusePort = reusePort
+        explicitReusePort = False
         if isinstance(entry, dict):
             for key in entry:
                 if key not in ("address", "reuse_port"):
@@ -503,12 +600,16 @@ def _readListeners(
                         unknownKey(entryPath, key, ("address", "reuse_port"))
                     )
             if "reuse_port" in entry:
+                explicitReusePort = True
                 try:
                     entryReusePort = boolean(entry["reuse_port"])
                 except ValueError as e:
                     problems.append(Problem(joinPath(entryPath, "reuse_port"), str(e)))
-            entry = entry.get("address")
             entryPath = joinPath(entryPath, "address")
+            if "address" not in entry:
+                problems.append(Problem(entryPath, 'missing (e.g. address = "tcp:7")'))
+                continue
+            entry = entry["address"]
         if not isinstance(entry, str):
             problems.append(
                 Problem(
@@ -517,6 +618,11 @@ def _readListeners(
                 )
             )
             continue
+        if not explicitReusePort and (
+            splitDescription(entry)[0][0] not in REUSE_PORT_KINDS
+        ):
+            # The global reuse_port applies to the listeners that have ports.
+            entryReusePort = False
         try:
             listener = parseListener(entry, entryReusePort)
         except ValueError as e:

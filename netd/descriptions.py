@@ -7,6 +7,9 @@ C{ssl:}, C{unix:}, C{systemd:}). Twisted has no datagram endpoint strings, so
 netd reads its own C{udp:PORT[:interface=ADDR]} and C{udp6:PORT[:...]} in the
 same colon-and-backslash syntax.
 
+C{systemd:NAME[:type=datagram]} names a socket passed by systemd (socket
+activation) by its C{FileDescriptorName=}, stream or datagram.
+
 Parsing here only checks and records; nothing is bound. The runtime side is
 L{netd.listeners}.
 """
@@ -20,6 +23,16 @@ from twisted.internet.endpoints import serverFromString
 
 STREAM_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd")
 DATAGRAM_KINDS = ("udp", "udp6")
+REUSE_PORT_KINDS = ("tcp", "tcp6", "ssl", "udp", "udp6")
+SSL_KEYWORDS = (
+    "privateKey",
+    "certKey",
+    "sslmethod",
+    "interface",
+    "backlog",
+    "extraCertChain",
+    "dhParameters",
+)
 
 
 @frozen
@@ -33,6 +46,12 @@ class StreamListener:
     @ivar interface: The local address to bind (C{tcp}, C{tcp6}, C{ssl}).
     @ivar backlog: The listen backlog (C{tcp}, C{tcp6}, C{ssl}).
     @ivar reusePort: Whether to set C{SO_REUSEPORT}.
+    @ivar fdName: C{systemd}: the C{FileDescriptorName=} of the passed
+        socket, if it is named.
+    @ivar fdIndex: C{systemd}: the position of the passed socket, if it is
+        given by position instead.
+    @ivar domain: C{systemd}: the address family the socket must have
+        (C{"INET"}, C{"INET6"}, C{"UNIX"}), or L{None} for any.
     """
 
     description: str
@@ -41,6 +60,9 @@ class StreamListener:
     interface: str = ""
     backlog: int = 50
     reusePort: bool = False
+    fdName: str | None = None
+    fdIndex: int | None = None
+    domain: str | None = None
 
     @property
     def transport(self) -> str:
@@ -59,6 +81,8 @@ class StreamListener:
             if self.port == 0:
                 return None
             return ("tcp", self.port, self.interface)
+        if self.kind == "systemd":
+            return systemdKey(self.fdName, self.fdIndex)
         return (self.kind, self.description)
 
 
@@ -67,11 +91,16 @@ class DatagramListener:
     """
     A UDP listener.
 
-    @ivar description: The C{udp:} or C{udp6:} description, as written.
-    @ivar port: The UDP port.
+    @ivar description: The C{udp:} or C{udp6:} description, as written (or
+        a C{systemd:NAME:type=datagram} one).
+    @ivar port: The UDP port (0 for a socket passed by systemd).
     @ivar interface: The local address to bind.
     @ivar maxPacketSize: The largest datagram read.
     @ivar reusePort: Whether to set C{SO_REUSEPORT}.
+    @ivar kind: C{"udp"}, or C{"systemd"} for a socket passed by systemd.
+    @ivar fdName: C{systemd}: see L{StreamListener.fdName}.
+    @ivar fdIndex: C{systemd}: see L{StreamListener.fdIndex}.
+    @ivar domain: C{systemd}: see L{StreamListener.domain}.
     """
 
     description: str
@@ -79,8 +108,10 @@ class DatagramListener:
     interface: str
     maxPacketSize: int = 65535
     reusePort: bool = False
-
-    kind = "udp"
+    kind: str = "udp"
+    fdName: str | None = None
+    fdIndex: int | None = None
+    domain: str | None = None
 
     @property
     def transport(self) -> str:
@@ -95,12 +126,98 @@ class DatagramListener:
 
         @return: A tuple, or L{None} for an ephemeral port (port 0).
         """
+        if self.kind == "systemd":
+            return systemdKey(self.fdName, self.fdIndex)
         if self.port == 0:
             return None
         return ("udp", self.port, self.interface)
 
 
 Listener = StreamListener | DatagramListener
+
+SYSTEMD_DOMAINS = ("INET", "INET6", "UNIX")
+
+
+def systemdKey(name: str | None, index: int | None) -> tuple[object, ...]:
+    """
+    The conflict key of a socket passed by systemd: naming one socket twice
+    is a configuration error, whatever the transport.
+
+    @param name: Its C{FileDescriptorName=}, or L{None}.
+    @param index: Its position, or L{None}.
+    @return: The key.
+    """
+    return ("systemd", name) if name is not None else ("systemd#", index)
+
+
+def _parseSystemd(
+    description: str, args: list[str], kwargs: dict[str, str], reusePort: bool
+) -> Listener:
+    """
+    Parse a C{systemd:} description: a socket passed by systemd (socket
+    activation), named by its C{FileDescriptorName=}.
+
+    The syntax is C{systemd:NAME} (or C{systemd:name=NAME}) with optional
+    C{type=stream} (the default) or C{type=datagram}, C{domain=INET|INET6|UNIX}
+    (checked against the passed socket) and, for datagram sockets,
+    C{maxPacketSize=N}. Twisted's C{systemd:domain=INET:index=N} is accepted
+    too. Nothing is looked up here: the sockets exist only in the process
+    systemd starts, so C{--check} works anywhere.
+
+    @param description: The description, as written.
+    @param args: Its positional fields (C{args[0]} is C{"systemd"}).
+    @param kwargs: Its keyword fields.
+    @param reusePort: Whether C{SO_REUSEPORT} was asked for.
+    @return: A L{StreamListener} or a L{DatagramListener} of kind C{systemd}.
+    @raise ValueError: With a message saying what is wrong.
+    """
+    usage = "expected systemd:NAME[:type=stream|datagram][:domain=INET|INET6|UNIX]"
+    _checkKeywords(kwargs, ("name", "index", "type", "domain", "maxPacketSize"))
+    if reusePort:
+        raise ValueError("reuse_port does not apply to systemd: listeners")
+    if len(args) > 2 or (len(args) == 2 and "name" in kwargs):
+        raise ValueError(usage)
+    name = args[1] if len(args) == 2 else kwargs.get("name")
+    index = kwargs.get("index")
+    if (name is None) == (index is None):
+        raise ValueError(f"{usage} (or index=N instead of a name, not both)")
+    if name is not None and not (name.isascii() and name.isprintable() and name):
+        raise ValueError(f"socket name {name!r} must be printable ASCII")
+    if index is not None and not _isNumber(index):
+        raise ValueError(f"index {index!r} is not a number")
+    fdIndex = int(index) if index is not None else None
+    domain = kwargs.get("domain")
+    if domain is not None and domain not in SYSTEMD_DOMAINS:
+        raise ValueError(
+            f"domain {domain!r} must be one of: {', '.join(SYSTEMD_DOMAINS)}"
+        )
+    socketType = kwargs.get("type", "stream")
+    if socketType == "datagram":
+        if domain == "UNIX":
+            raise ValueError("UNIX datagram sockets are not supported")
+        maxPacketSize = 65535
+        if "maxPacketSize" in kwargs:
+            text = kwargs["maxPacketSize"]
+            if not _isNumber(text) or not 512 <= int(text) <= 65535:
+                raise ValueError(f"maxPacketSize {text!r} must be 512 to 65535")
+            maxPacketSize = int(text)
+        return DatagramListener(
+            description,
+            0,
+            "",
+            maxPacketSize,
+            kind="systemd",
+            fdName=name,
+            fdIndex=fdIndex,
+            domain=domain,
+        )
+    if socketType != "stream":
+        raise ValueError(f"type {socketType!r} must be stream or datagram")
+    if "maxPacketSize" in kwargs:
+        raise ValueError("maxPacketSize applies to type=datagram only")
+    return StreamListener(
+        description, "systemd", fdName=name, fdIndex=fdIndex, domain=domain
+    )
 
 
 def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
@@ -142,6 +259,17 @@ def splitDescription(description: str) -> tuple[list[str], dict[str, str]]:
     return args, kwargs
 
 
+def _isNumber(text: str) -> bool:
+    """
+    Whether a field is a plain decimal number.
+
+    @param text: The field.
+    @return: C{True} for ASCII digits only: L{str.isdigit} also accepts
+        superscript digits, which L{int} refuses.
+    """
+    return text.isascii() and text.isdigit()
+
+
 def _port(text: str) -> int:
     """
     Parse a port number.
@@ -150,7 +278,7 @@ def _port(text: str) -> int:
     @return: The port.
     @raise ValueError: If it is not an integer from 0 to 65535.
     """
-    if not text.isdigit():
+    if not _isNumber(text):
         raise ValueError(f"port {text!r} is not a number")
     port = int(text)
     if port > 65535:
@@ -216,7 +344,7 @@ def parseListener(description: str, reusePort: bool = False) -> Listener:
         maxPacketSize = 65535
         if "maxPacketSize" in kwargs:
             text = kwargs["maxPacketSize"]
-            if not text.isdigit() or not 512 <= int(text) <= 65535:
+            if not _isNumber(text) or not 512 <= int(text) <= 65535:
                 raise ValueError(f"maxPacketSize {text!r} must be 512 to 65535")
             maxPacketSize = int(text)
         return DatagramListener(
@@ -231,7 +359,7 @@ def parseListener(description: str, reusePort: bool = False) -> Listener:
             kwargs.get("interface", "::" if ipv6 else "0.0.0.0"), ipv6
         )
         backlog = kwargs.get("backlog", "50")
-        if not backlog.isdigit() or not 1 <= int(backlog) <= 65535:
+        if not _isNumber(backlog) or not 1 <= int(backlog) <= 65535:
             raise ValueError(f"backlog {backlog!r} must be 1 to 65535")
         return StreamListener(
             description, kind, _port(args[1]), interface, int(backlog), reusePort
@@ -241,16 +369,18 @@ def parseListener(description: str, reusePort: bool = False) -> Listener:
             raise ValueError(
                 "expected ssl:PORT:privateKey=KEY.pem:certKey=CERT.pem[:interface=...]"
             )
+        _checkKeywords(kwargs, SSL_KEYWORDS)
         port = _port(args[1])
-        interface = kwargs.get("interface", "0.0.0.0")
-        interface = _interface(interface, ipaddress.ip_address(interface).version == 6)
-        sslContextFactory(description)
+        interface = _interface(kwargs.get("interface", "0.0.0.0"), False)
         backlog = kwargs.get("backlog", "50")
-        if not backlog.isdigit():
-            raise ValueError(f"backlog {backlog!r} must be a number")
+        if not _isNumber(backlog) or not 1 <= int(backlog) <= 65535:
+            raise ValueError(f"backlog {backlog!r} must be 1 to 65535")
+        sslContextFactory(description)
         return StreamListener(
             description, kind, port, interface, int(backlog), reusePort
         )
+    if kind == "systemd":
+        return _parseSystemd(description, args, kwargs, reusePort)
     if kind in STREAM_KINDS:
         if reusePort:
             raise ValueError(f"reuse_port does not apply to {kind}: listeners")

@@ -19,13 +19,12 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from netd.descriptions import (
     DatagramListener,
@@ -36,6 +35,7 @@ from netd.descriptions import (
 from netd.servicetype import ServiceContext, ServiceType
 from netd.sessions import SessionFactory
 from netd.sockets import TCPEndpoint, UDPPort, describeAddress
+from netd.systemd import InheritedSockets, SocketActivationError, checkSocket
 
 PRIVILEGED_PORT_FIXES = (
     'ports below 1024 need privileges: start netd as root with user = "NAME" '
@@ -91,17 +91,208 @@ def explainBindError(error: BaseException, port: int | None) -> str:
     return str(socketError) or type(socketError).__name__
 
 
-class StreamListenerService(StreamServerEndpointService):
+def inheritedSockets() -> InheritedSockets:
     """
-    One stream listener of a service instance.
+    The sockets systemd passed to this process, read once.
 
+    @return: Them.
+    """
+    global _inherited
+    if _inherited is None:
+        _inherited = InheritedSockets.fromEnvironment()
+    return _inherited
+
+
+_inherited: InheritedSockets | None = None
+
+
+def socketKey(listener: Listener) -> tuple[object, ...] | None:
+    """
+    What identifies a listener's socket, for handing a bound socket from an
+    old listener to a new one on reload.
+
+    Options that can be changed on a bound socket (backlog, datagram size,
+    C{SO_REUSEPORT}, TLS certificates) are not part of it: a listener that
+    differs only in those keeps its socket.
+
+    @param listener: A listener.
+    @return: The key, or L{None} when the socket cannot be reused (an
+        ephemeral port).
+    """
+    if listener.kind == "systemd":
+        return (listener.transport, "systemd", listener.fdName, listener.fdIndex)
+    if isinstance(listener, DatagramListener):
+        if listener.port == 0:
+            return None
+        return ("datagram", listener.interface, listener.port)
+    if listener.kind in ("tcp", "tcp6", "ssl"):
+        if listener.port == 0:
+            return None
+        return ("stream", listener.interface, listener.port)
+    return ("stream", listener.kind, listener.description)
+
+
+class ListenerService(Service):
+    """
+    One listener of a service instance: binds in C{privilegedStartService}
+    (or C{startService}, if that did not run), stops listening in
+    C{stopService}, and can hand its bound socket to a successor on reload
+    (L{takeOver}).
+
+    @ivar context: The service instance.
     @ivar listener: What to listen on.
-    @ivar port: The listening port, once bound.
+    @ivar port: The L{IListeningPort}, once bound.
     """
 
     _log = Logger()
-    _raiseSynchronously = True
     port: Any = None
+    listener: Listener
+
+    def __init__(self, context: ServiceContext, listener: Listener) -> None:
+        self.context = context
+        self.listener = listener
+        self.setName(f"{context.name}/{listener.description}")
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind, or raise L{ListenError}.
+        """
+        Service.privilegedStartService(self)
+        self.bind()
+
+    def startService(self) -> None:
+        """
+        Bind now unless L{privilegedStartService} did.
+        """
+        Service.startService(self)
+        self.bind()
+
+    def bind(self) -> None:
+        """
+        Bind unless already bound.
+
+        @raise ListenError: If the listener cannot be bound.
+        """
+        if self.port is not None:
+            return
+        listener = self.listener
+        try:
+            if listener.kind == "systemd":
+                fd = inheritedSockets().find(listener.fdName, listener.fdIndex)
+                family = checkSocket(fd, listener.transport, listener.domain)
+                port = self._adopt(fd, family)
+            else:
+                port = self._listen()
+        except ListenError:
+            raise
+        except SocketActivationError as e:
+            raise ListenError(self.context.name, listener.description, str(e)) from e
+        except Exception as e:
+            raise ListenError(
+                self.context.name,
+                listener.description,
+                explainBindError(e, listener.port or None),
+            ) from e
+        self.port = port
+        self._listening("")
+
+    def _listen(self) -> Any:
+        """
+        Bind an address (not a passed socket).
+
+        @return: The L{IListeningPort}.
+        """
+        raise NotImplementedError()
+
+    def _adopt(self, fd: int, family: int) -> Any:
+        """
+        Serve a socket passed by systemd.
+
+        @param fd: Its descriptor (not consumed: it is duplicated).
+        @param family: Its address family.
+        @return: The L{IListeningPort}.
+        """
+        raise NotImplementedError()
+
+    def _listening(self, note: str) -> None:
+        """
+        Record and announce the bound port.
+
+        @param note: Appended to the log line (e.g. that the socket was kept).
+        """
+        address = self.port.getHost()
+        number = getattr(address, "port", None)
+        if number:
+            self.context.ownPorts.add(number)
+        kind = self.listener.kind
+        if kind == "systemd":
+            kind = self.listener.transport == "datagram" and "udp" or "tcp"
+            if getattr(address, "host", None) is None:
+                kind = "unix"
+            name = self.listener.fdName or f"#{self.listener.fdIndex}"
+            note = f" (systemd socket {name}){note}"
+        elif isinstance(self.listener, DatagramListener):
+            kind = "udp"
+        self._log.info(
+            "{service} listening on {address}{note}",
+            service=self.context.name,
+            address=describeAddress(kind, address),
+            listener=self.listener.description,
+            note=note,
+        )
+
+    def boundPortNumber(self) -> int | None:
+        """
+        @return: The bound port number, if bound to an IP address.
+        """
+        if self.port is None:
+            return None
+        return getattr(self.port.getHost(), "port", None)
+
+    def takeOver(self, previous: ListenerService) -> None:
+        """
+        Serve the socket an old listener (of the configuration being
+        replaced) is bound to, instead of binding a new one: reload keeps
+        unchanged addresses open, with no gap and no need for privileges.
+
+        @param previous: The old listener; it no longer owns the socket.
+        """
+        port, previous.port = previous.port, None
+        self.port = port
+        self._switchTo(port)
+        self._listening(" (socket kept)")
+
+    def _switchTo(self, port: Any) -> None:
+        """
+        Make an adopted port deliver to this listener.
+
+        @param port: The port.
+        """
+        raise NotImplementedError()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        """
+        Stop listening (open sessions are not touched).
+
+        @return: A L{Deferred} that fires when the port is closed.
+        """
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        return defer.maybeDeferred(port.stopListening)
+
+
+class StreamListenerService(ListenerService):
+    """
+    One stream listener of a service instance.
+
+    @ivar endpoint: What binds it (L{None} for a socket passed by systemd).
+    @ivar factory: The L{SessionFactory} of its sessions: C{factory.protocols}
+        holds every open session.
+    """
+
+    listener: StreamListener
 
     def __init__(
         self,
@@ -110,110 +301,95 @@ class StreamListenerService(StreamServerEndpointService):
         endpoint: Any,
         factory: SessionFactory,
     ) -> None:
-        super().__init__(endpoint, factory)
-        self.context = context
-        self.listener = listener
-        self.setName(f"{context.name}/{listener.description}")
+        super().__init__(context, listener)
+        self.endpoint = endpoint
+        self.factory = factory
 
-    def privilegedStartService(self) -> None:
+    def _listen(self) -> Any:
         """
-        Bind, or raise L{ListenError}.
-        """
-        self._raiseSynchronously = True
-        try:
-            super().privilegedStartService()
-        except Exception as e:
-            self._waitingForPort = None
-            raise ListenError(
-                self.context.name,
-                self.listener.description,
-                explainBindError(e, self.listener.port),
-            ) from e
-        self._waitingForPort.addCallback(self._listening)
+        Listen through the endpoint, which binds synchronously.
 
-    def startService(self) -> None:
+        @return: The L{IListeningPort}.
         """
-        Bind now unless L{privilegedStartService} did.
-        """
-        Service.startService(self)
-        if self._waitingForPort is None:
-            self.privilegedStartService()
+        result: list[Any] = []
+        self.endpoint.listen(self.factory).addBoth(result.append)
+        if not result:
+            raise RuntimeError("the endpoint did not bind at once")
+        if isinstance(result[0], Failure):
+            result[0].raiseException()
+        return result[0]
 
-    def _listening(self, port: Any) -> Any:
+    def _adopt(self, fd: int, family: int) -> Any:
         """
-        Record and announce a bound port.
+        Listen on a stream socket passed by systemd.
 
-        @param port: The L{IListeningPort}.
-        @return: C{port}.
+        @param fd: The descriptor.
+        @param family: Its address family.
+        @return: The L{IListeningPort}.
         """
-        self.port = port
-        address = port.getHost()
-        if getattr(address, "port", None):
-            self.context.ownPorts.add(address.port)
-        self._log.info(
-            "{service} listening on {address}",
-            service=self.context.name,
-            address=describeAddress(self.listener.kind, address),
-            listener=self.listener.description,
+        return self.context.reactor.adoptStreamPort(fd, family, self.factory)
+
+    def _switchTo(self, port: Any) -> None:
+        """
+        Give new connections on an adopted port to this listener's factory;
+        apply the new backlog.
+
+        @param port: The port.
+        """
+        old = port.factory
+        self.factory.doStart()
+        port.factory = self.factory
+        old.doStop()
+        skt = getattr(port, "socket", None)
+        if skt is not None and self.listener.kind in ("tcp", "tcp6", "ssl"):
+            skt.listen(self.listener.backlog)
+
+    def reloadCertificate(self) -> bool:
+        """
+        Re-read an C{ssl:} listener's certificate and key: new sessions get
+        them, open ones keep theirs.
+
+        @return: Whether there was a certificate to reload.
+        @raise ValueError: If it cannot be loaded (the old one stays).
+        """
+        if self.listener.kind != "ssl":
+            return False
+        old = self.factory.wrappedFactory
+        new = TLSMemoryBIOFactory(
+            sslContextFactory(self.listener.description), False, old.wrappedFactory
         )
-        return port
-
-    def stopService(self) -> defer.Deferred[None] | None:
-        """
-        Stop listening (open sessions are not touched).
-
-        @return: A L{Deferred} that fires when the port is closed.
-        """
-        self.port = None
-        if self._waitingForPort is None:
-            Service.stopService(self)
-            return None
-        d = super().stopService()
-        self._waitingForPort = None
-        return d
+        new.noisy = False
+        if self.port is not None:
+            new.doStart()
+        self.factory.wrappedFactory = new
+        if self.port is not None:
+            old.doStop()
+        return True
 
 
-class DatagramListenerService(Service):
+class DatagramListenerService(ListenerService):
     """
     One UDP listener of a service instance.
 
     Twisted has no datagram endpoints, and C{internet.UDPServer} cannot set
     socket options before binding, so this binds a L{UDPPort} itself.
 
-    @ivar listener: What to listen on.
     @ivar protocol: The service's datagram protocol for this listener.
-    @ivar port: The L{UDPPort}, once bound.
     """
 
-    _log = Logger()
-    port: UDPPort | None = None
+    listener: DatagramListener
 
     def __init__(
         self, context: ServiceContext, listener: DatagramListener, protocol: Any
     ) -> None:
-        self.context = context
-        self.listener = listener
+        super().__init__(context, listener)
         self.protocol = protocol
-        self.setName(f"{context.name}/{listener.description}")
 
-    def privilegedStartService(self) -> None:
-        """
-        Bind, or raise L{ListenError}.
-        """
-        Service.privilegedStartService(self)
-        self._bind()
-
-    def startService(self) -> None:
-        """
-        Bind now unless L{privilegedStartService} did.
-        """
-        Service.startService(self)
-        if self.port is None:
-            self._bind()
-
-    def _bind(self) -> None:
+    def _listen(self) -> Any:
         """
         Create, configure and bind the socket.
+
+        @return: The L{UDPPort}.
         """
         listener = self.listener
         port = UDPPort(
@@ -224,35 +400,31 @@ class DatagramListenerService(Service):
             self.context.reactor,
             listener.reusePort,
         )
-        try:
-            port.startListening()
-        except CannotListenError as e:
-            raise ListenError(
-                self.context.name,
-                listener.description,
-                explainBindError(e, listener.port),
-            ) from e
-        self.port = port
-        address = port.getHost()
-        self.context.ownPorts.add(address.port)
-        self._log.info(
-            "{service} listening on {address}",
-            service=self.context.name,
-            address=describeAddress("udp", address),
-            listener=listener.description,
+        port.startListening()
+        return port
+
+    def _adopt(self, fd: int, family: int) -> Any:
+        """
+        Serve a datagram socket passed by systemd.
+
+        @param fd: The descriptor.
+        @param family: Its address family.
+        @return: The port.
+        """
+        return self.context.reactor.adoptDatagramPort(
+            fd, family, self.protocol, self.listener.maxPacketSize
         )
 
-    def stopService(self) -> defer.Deferred[None] | None:
+    def _switchTo(self, port: Any) -> None:
         """
-        Stop listening.
+        Deliver datagrams on an adopted port to this listener's protocol.
 
-        @return: A L{Deferred} that fires when the port is closed.
+        @param port: The port.
         """
-        Service.stopService(self)
-        port, self.port = self.port, None
-        if port is None:
-            return None
-        return defer.maybeDeferred(port.stopListening)
+        port.protocol.doStop()
+        port.protocol = self.protocol
+        port.maxPacketSize = self.listener.maxPacketSize
+        self.protocol.makeConnection(port)
 
 
 def streamEndpoint(context: ServiceContext, listener: StreamListener) -> Any:
@@ -272,6 +444,8 @@ def streamEndpoint(context: ServiceContext, listener: StreamListener) -> Any:
             listener.backlog,
             listener.reusePort,
         )
+    if listener.kind == "systemd":
+        return None
     return serverFromString(context.reactor, listener.description)
 
 

@@ -51,8 +51,15 @@ class TCPEndpoint:
         binding = makeBinding(
             self.interface, self.port, reuseAddress=True, reusePort=self.reusePort
         )
+        # The interface is passed again: Twisted 26.10 picks the address
+        # family from this argument, not from the binding, so without it an
+        # IPv6 address is bound on an IPv4 socket and fails.
         return defer.execute(
-            self.reactor.listenTCP, binding, protocolFactory, self.backlog
+            self.reactor.listenTCP,
+            binding,
+            protocolFactory,
+            self.backlog,
+            self.interface,
         )
 
 
