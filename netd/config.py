@@ -409,6 +409,7 @@ def _readDocument(
         )
         if service is not None:
             services.append(service)
+    _checkAcrossServices(services, problems)
     return NetdConfig(
         source=source,
         services=tuple(services),
@@ -423,6 +424,25 @@ def _readDocument(
         logRotateKeep=values["log_rotate_keep"],
         logSyslog=values["log_syslog"],
     )
+
+
+def _checkAcrossServices(
+    services: list[ServiceConfig], problems: list[Problem]
+) -> None:
+    """
+    Run the checks that need every service (see
+    L{ServiceType.checkConfig<netd.servicetype.ServiceType.checkConfig>}),
+    such as an http service naming the chat service it mounts.
+
+    @param services: The enabled services, in file order.
+    @param problems: Where problems are appended.
+    """
+    types = serviceTypes()
+    byName = {service.name: service for service in services}
+    for service in services:
+        check = types[service.type].checkConfig
+        if check is not None:
+            problems.extend(check(service, byName))
 
 
 def _checkAccount(user: str | None, group: str | None, problems: list[Problem]) -> None:

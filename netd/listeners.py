@@ -12,11 +12,19 @@ L{ListenError} that names the service, the listener and the cause.
 Every stream listener is wrapped by L{netd.sessions.SessionFactory}
 (admission, limits, session events) outside any TLS layer, so that a
 refused client costs no TLS handshake.
+
+A C{systemd:NAME} listener serves a socket passed by systemd instead of
+binding one (C{adoptStreamPort}, C{adoptDatagramPort}), after checking its
+type (L{netd.systemd.checkSocket}). On reload, a new listener whose socket
+is the same as an old one's (L{socketKey}) takes the bound socket over
+(L{ListenerService.takeOver}) instead of binding again.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import socket
 from typing import Any
 
 from twisted.application.service import Service
@@ -89,6 +97,17 @@ def explainBindError(error: BaseException, port: int | None) -> str:
     if strerror:
         return strerror[0].lower() + strerror[1:]
     return str(socketError) or type(socketError).__name__
+
+
+def setReusePort(skt: socket.socket, reusePort: bool) -> None:
+    """
+    Set or clear C{SO_REUSEPORT} on a socket kept across a reload.
+
+    @param skt: The socket.
+    @param reusePort: The listener's C{reuse_port}.
+    """
+    if skt.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != int(reusePort):
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reusePort))
 
 
 def inheritedSockets() -> InheritedSockets:
@@ -180,6 +199,9 @@ class ListenerService(Service):
             if listener.kind == "systemd":
                 fd = inheritedSockets().find(listener.fdName, listener.fdIndex)
                 family = checkSocket(fd, listener.transport, listener.domain)
+                # Twisted's ports need non-blocking sockets; systemd passes
+                # them blocking unless the unit says otherwise.
+                os.set_blocking(fd, False)
                 port = self._adopt(fd, family)
             else:
                 port = self._listen()
@@ -343,6 +365,7 @@ class StreamListenerService(ListenerService):
         skt = getattr(port, "socket", None)
         if skt is not None and self.listener.kind in ("tcp", "tcp6", "ssl"):
             skt.listen(self.listener.backlog)
+            setReusePort(skt, self.listener.reusePort)
 
     def reloadCertificate(self) -> bool:
         """
@@ -425,6 +448,9 @@ class DatagramListenerService(ListenerService):
         port.protocol = self.protocol
         port.maxPacketSize = self.listener.maxPacketSize
         self.protocol.makeConnection(port)
+        skt = getattr(port, "socket", None)
+        if skt is not None and self.listener.kind == "udp":
+            setReusePort(skt, self.listener.reusePort)
 
 
 def streamEndpoint(context: ServiceContext, listener: StreamListener) -> Any:

@@ -12,7 +12,7 @@ line in its registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 
 from netd.counters import ServiceCounters
-from netd.settings import Setting
+from netd.settings import Problem, Setting
 
 if TYPE_CHECKING:
     from netd.config import ServiceConfig
@@ -85,6 +85,16 @@ class ServiceType:
     @ivar buildWebResource: Makes a L{twisted.web.resource.IResource} that
         an http service can mount to give this service a browser front end,
         or L{None} if the type has none.
+    @ivar probe: Checks a running listener of this type from outside, for
+        C{twistd netd --check --probe}: called with a
+        L{netd.probe.ProbeTarget}, returns a few words on success, raises
+        L{netd.probe.ProbeFailed} otherwise. L{None}: the fallback of
+        L{netd.probe.FALLBACK_PROBES}, else a plain connect.
+    @ivar checkConfig: Checks that need the other services (one service
+        naming another): called once every service is read, with this
+        service's L{ServiceConfig<netd.config.ServiceConfig>} and every
+        enabled service's by name; returns the problems found. L{None}: no
+        such checks.
     """
 
     name: str
@@ -95,6 +105,8 @@ class ServiceType:
         Callable[[ServiceContext, DatagramListener], DatagramProtocol] | None
     ) = None
     buildWebResource: Callable[[ServiceContext], Any] | None = None
+    checkConfig: Callable[[Any, Mapping[str, Any]], list[Problem]] | None = None
+    probe: Callable[[Any], str] | None = None
 
     @property
     def transports(self) -> frozenset[str]:

@@ -174,12 +174,28 @@ class Session(ProtocolWrapper):
             self.closeReason = reason
         self.transport.abortConnection()
 
+    def _halfCloseable(self) -> Any:
+        """
+        The wrapped protocol, if its class is half-close aware.
+
+        Its class, not the object: a TLS wrapper (L{TLSMemoryBIOProtocol})
+        copies its transport's interfaces onto itself, this session's
+        L{IHalfCloseableProtocol} among them, and would hand the call back
+        here through its C{__getattr__}, for ever.
+
+        @return: The protocol, or L{None}.
+        """
+        protocol = self.wrappedProtocol
+        if IHalfCloseableProtocol.implementedBy(type(protocol)):
+            return protocol
+        return None
+
     def readConnectionLost(self) -> None:
         """
         The peer will send no more: tell a half-close aware protocol, or
         close once pending output is written.
         """
-        protocol = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        protocol = self._halfCloseable()
         if protocol is not None:
             protocol.readConnectionLost()
         else:
@@ -190,7 +206,7 @@ class Session(ProtocolWrapper):
         The peer will receive no more: tell a half-close aware protocol, or
         close.
         """
-        protocol = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        protocol = self._halfCloseable()
         if protocol is not None:
             protocol.writeConnectionLost()
         else:

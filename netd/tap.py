@@ -19,9 +19,17 @@ from twisted.python import usage
 from netd import __version__
 from netd.config import ConfigError, NetdConfig, loadConfig, lookupGroup, lookupUser
 from netd.daemon import NetdService
+from netd.logsetup import destinations
+from netd.privileges import Account, resolveAccount
 from netd.services import serviceTypes
+from netd.systemd import Notifier
 
 EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+
+# Without --check, a broken file shows at most this many problems, so that
+# the whole report (problems and the count) stays within three lines.
+MAX_PROBLEM_LINES = 2
 
 
 class Options(usage.Options):
@@ -29,7 +37,7 @@ class Options(usage.Options):
     The options of C{twistd netd}.
     """
 
-    synopsis = "[--config FILE] [--check]"
+    synopsis = "[--config FILE] [--check [--probe]] [--allow-root]"
 
     optParameters = [
         [
@@ -48,6 +56,21 @@ class Options(usage.Options):
             "Validate the configuration, print a summary and exit (0 if it is "
             "valid, 78 if not) without binding anything.",
         ],
+        [
+            "probe",
+            None,
+            "With --check: also connect to every configured listener over "
+            "loopback and check that it behaves (echo echoes, discard "
+            "swallows, ...); exit 0, or 69 naming the failing listener. For "
+            "ExecStartPost= or a health check.",
+        ],
+        [
+            "allow-root",
+            None,
+            "Run as root when no user is configured (the same as allow_root = "
+            "true in [netd]); otherwise netd refuses to start as root without "
+            "a user to switch to.",
+        ],
     ]
 
     compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.toml")})
@@ -58,7 +81,17 @@ class Options(usage.Options):
         "file. Service types: "
         + "; ".join(f"{t.name} ({t.description})" for t in serviceTypes().values())
         + ". See etc/netd.toml for every key, and the README for the reference. "
-        "Structured JSON logs: twistd --logger netd.logs.json netd ..."
+        "Started as root, netd binds every listener, then switches to [netd] "
+        "user for good. Signals: SIGHUP reloads the configuration (unchanged "
+        "services keep their sessions), SIGTERM stops listening at once and "
+        "lets open sessions finish for up to drain_timeout seconds. Under "
+        "systemd it reports readiness (Type=notify), pings the watchdog and "
+        "serves sockets passed by socket activation (systemd:NAME listeners). "
+        "Logs: log_file/log_format/log_syslog in [netd]; with "
+        "twistd --logger netd.logsetup.observer the configuration alone "
+        "decides; twistd --logger netd.logs.json for JSON on stdout. Exit "
+        "status: 78 invalid configuration, 71 cannot bind or drop privileges, "
+        "69 a probe failed."
     )
 
     stderr: TextIO = sys.stderr
@@ -81,15 +114,25 @@ class Options(usage.Options):
         try:
             config = loadConfig(self["config"])
         except ConfigError as e:
-            for line in e.lines():
+            lines = e.lines()
+            shown = (
+                lines if self["check"] or self["probe"] else lines[:MAX_PROBLEM_LINES]
+            )
+            for line in shown:
                 self.stderr.write(f"netd: {line}\n")
+            more = ""
+            if len(shown) < len(lines):
+                more = (
+                    f" ({len(lines) - len(shown)} more not shown: "
+                    "twistd netd --check --config FILE lists them all)"
+                )
             self.stderr.write(
-                f"netd: {len(e.problems)} problem(s); nothing was started\n"
+                f"netd: {len(e.problems)} problem(s){more}; nothing was started\n"
             )
             self.stderr.flush()
             raise SystemExit(EX_CONFIG)
         self["netdConfig"] = config
-        if self["check"]:
+        if self["check"] or self["probe"]:
             listeners = sum(len(service.listeners) for service in config.services)
             self.stdout.write(
                 f"netd: {config.source}: configuration is valid "
@@ -99,6 +142,12 @@ class Options(usage.Options):
                 addresses = ", ".join(l.description for l in service.listeners)
                 self.stdout.write(f"  {service.name} ({service.type}): {addresses}\n")
             self.stdout.flush()
+            if self["probe"]:
+                from netd.probe import probeConfig
+
+                failed = probeConfig(config, self.stdout)
+                self.stdout.flush()
+                raise SystemExit(EX_UNAVAILABLE if failed else 0)
             raise SystemExit(0)
 
 
@@ -129,15 +178,101 @@ def _runAs(config: NetdConfig, twistdOptions: Any) -> None:
         twistdOptions["gid"] = lookupGroup(config.group).gr_gid
 
 
+def _accountFor(twistdOptions: Any) -> Account | None:
+    """
+    The account twistd will switch to (after L{_runAs}), for netd to hand
+    it its files and to check the switch.
+
+    @param twistdOptions: twistd's options.
+    @return: The account, or L{None} if no user is set (a C{gid} alone only
+        changes the group: netd still runs as root).
+    @raise KeyError: If the user or group does not exist.
+    """
+    uid, gid = twistdOptions.get("uid"), twistdOptions.get("gid")
+    if uid is None:
+        return None
+    return resolveAccount(None, None, uid, gid)
+
+
+def _filesForAccount(twistdOptions: Any) -> list[str]:
+    """
+    The files twistd creates as root before netd switches users: the pidfile
+    and its log file.
+
+    @param twistdOptions: twistd's options.
+    @return: Their paths (relative ones are relative to twistd's C{--rundir},
+        where netd runs by then).
+    """
+    files = []
+    if twistdOptions.get("pidfile"):
+        files.append(twistdOptions["pidfile"])
+    logfile = twistdOptions.get("logfile")
+    if not logfile and not twistdOptions.get("nodaemon"):
+        logfile = "twistd.log"
+    if logfile and logfile != "-" and not twistdOptions.get("syslog"):
+        files.append(logfile)
+    return files
+
+
+def refuseRoot(config: NetdConfig, stderr: TextIO) -> None:
+    """
+    Refuse to run as root without an account to switch to.
+
+    @param config: The configuration.
+    @param stderr: Where the message goes.
+    @raise SystemExit: With status 78, always.
+    """
+    source = config.source
+    stderr.write(
+        "netd: refusing to run as root with no user to switch to: set "
+        f'user = "NAME" in [netd] of {source} (netd binds, then drops root),\n'
+        "netd: or pass twistd --uid/--gid; to really run as root, set "
+        "allow_root = true in [netd] or pass netd --allow-root\n"
+    )
+    stderr.flush()
+    raise SystemExit(EX_CONFIG)
+
+
 def makeService(options: Options) -> NetdService:
     """
     Build netd's service tree from parsed options. Binds nothing.
 
+    Under twistd (C{options.parent}), it also decides the process's life
+    cycle: the account twistd switches to after binding (checked by netd),
+    the refusal to run as root without one, the files to hand to that
+    account, systemd notifications, signal handlers and netd's log
+    destinations (see L{netd.daemon.NetdService}).
+
     @param options: The parsed L{Options}.
     @return: The root service.
+    @raise SystemExit: With status 78 when started as root with no user
+        to switch to and root not allowed.
     """
     config: NetdConfig = options["netdConfig"]
     twistdOptions = getattr(options, "parent", None)
+    destinations.configure(config)
+    if twistdOptions is None:
+        return NetdService(config, logs=destinations)
     _runAs(config, twistdOptions)
-    foreground = twistdOptions is not None and bool(twistdOptions.get("nodaemon"))
-    return NetdService(config, stderr=sys.stderr if foreground else None)
+    try:
+        account = _accountFor(twistdOptions)
+    except KeyError as e:
+        options.stderr.write(f"netd: cannot switch users: {e.args[0]}\n")
+        options.stderr.flush()
+        raise SystemExit(EX_CONFIG)
+    if account is not None and account.uid == 0:
+        account = None
+    allowRoot = config.allowRoot or bool(options.get("allow-root"))
+    if os.geteuid() == 0 and account is None and not allowRoot:
+        refuseRoot(config, options.stderr)
+    foreground = bool(twistdOptions.get("nodaemon"))
+    return NetdService(
+        config,
+        stderr=sys.stderr if foreground else None,
+        account=account,
+        notifier=Notifier.fromEnvironment(),
+        logs=destinations,
+        ownedFiles=_filesForAccount(twistdOptions),
+        handleSignals=True,
+        hardening=True,
+    )

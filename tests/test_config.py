@@ -34,6 +34,9 @@ from netd.servicetype import ServiceType
 from netd.settings import Problem, describe, joinPath, unknownKey
 from tests.test_descriptions import escape, writeSelfSignedCertificate
 
+# The registered types, as messages list them.
+TYPES = ", ".join(serviceTypes())
+
 SOURCE = "netd.toml"
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "etc", "netd.toml")
@@ -106,15 +109,36 @@ class EmbeddedDefaultTests(SynchronousTestCase):
     def test_loads(self) -> None:
         """
         L{loadConfig} without a path loads the embedded default: echo and
-        discard, each on TCP and UDP on 127.0.0.1, at ports 10007 and 10009.
+        discard, each on TCP and UDP on 127.0.0.1, at ports 10007 and 10009,
+        http (netd's own page) on TCP at 127.0.0.1:8080, and chat on TCP and
+        UDP at 127.0.0.1:10023.
         """
         config = loadConfig()
         self.assertEqual(config.source, EMBEDDED_DEFAULT)
         self.assertEqual(
             [(s.name, s.type) for s in config.services],
-            [("echo", "echo"), ("discard", "discard")],
+            [
+                ("echo", "echo"),
+                ("discard", "discard"),
+                ("http", "http"),
+                ("chat", "chat"),
+            ],
         )
-        echo, discard = config.services
+        echo, discard, http, chat = config.services
+        self.assertEqual(
+            chat.listeners,
+            (
+                StreamListener(
+                    "tcp:10023:interface=127.0.0.1", "tcp", 10023, "127.0.0.1"
+                ),
+                DatagramListener("udp:10023:interface=127.0.0.1", 10023, "127.0.0.1"),
+            ),
+        )
+        self.assertEqual(
+            http.listeners,
+            (StreamListener("tcp:8080:interface=127.0.0.1", "tcp", 8080, "127.0.0.1"),),
+        )
+        self.assertIsNone(http.settings["root"])
         self.assertEqual(
             echo.listeners,
             (
@@ -452,7 +476,7 @@ class ServiceTests(ConfigTestCase):
             type = "ech"
             listen = ["tcp:0"]
             """,
-            "services.a.type: unknown service type 'ech' (one of: echo, discard)",
+            f"services.a.type: unknown service type 'ech' (one of: {TYPES})",
         )
 
     def test_typeNotAString(self) -> None:
@@ -466,7 +490,7 @@ class ServiceTests(ConfigTestCase):
             type = ["echo"]
             listen = ["tcp:0"]
             """,
-            "services.a.type: unknown service type ['echo'] (one of: echo, discard)",
+            f"services.a.type: unknown service type ['echo'] (one of: {TYPES})",
         )
 
     def test_missingType(self) -> None:
@@ -478,7 +502,7 @@ class ServiceTests(ConfigTestCase):
             [services.a]
             listen = ["tcp:0"]
             """,
-            "services.a.type: missing (one of: echo, discard)",
+            f"services.a.type: missing (one of: {TYPES})",
         )
 
     def test_missingListen(self) -> None:

@@ -93,11 +93,32 @@ class Daemon:
     @ivar process: The L{subprocess.Popen}, once started.
     @ivar stdoutLines: Lines read from its standard output so far.
     @ivar stderrLines: Lines read from its standard error so far.
+    @ivar env: Variables to add to (or, with value L{None}, remove from) the
+        process's environment.
+    @ivar command: The command before C{args} (twistd with this Python by
+        default), e.g. a launcher such as C{systemd-socket-activate}.
+    @ivar allowRoot: Whether to add netd's C{--allow-root} when running as
+        root (as CI does): netd refuses to run as root without a user to
+        switch to.
+    @ivar popenArgs: Further keyword arguments for L{subprocess.Popen}
+        (C{user=}, C{group=}, ...).
     """
 
-    def __init__(self, args: list[str], cwd: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        cwd: str,
+        env: dict[str, str | None] | None = None,
+        command: list[str] | None = None,
+        allowRoot: bool = True,
+        popenArgs: dict[str, object] | None = None,
+    ) -> None:
         self.args = args
         self.cwd = cwd
+        self.env = env or {}
+        self.command = command
+        self.allowRoot = allowRoot
+        self.popenArgs = popenArgs or {}
         self.process: subprocess.Popen[str] | None = None
         self.stdoutLines: list[str] = []
         self.stderrLines: list[str] = []
@@ -125,8 +146,22 @@ class Daemon:
         env["PYTHONPATH"] = os.pathsep.join(
             [REPO] + [p for p in [env.get("PYTHONPATH")] if p]
         )
+        for key, value in self.env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        args = list(self.args)
+        if (
+            self.allowRoot
+            and os.geteuid() == 0
+            and "netd" in args
+            and "--allow-root" not in args
+        ):
+            args.insert(args.index("netd") + 1, "--allow-root")
+        command = self.command if self.command is not None else twistdCommand()
         self.process = subprocess.Popen(
-            twistdCommand() + self.args,
+            command + args,
             cwd=self.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -134,6 +169,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
+            **self.popenArgs,  # type: ignore[call-overload]
         )
         for stream, lines in (
             (self.process.stdout, self.stdoutLines),
@@ -264,6 +300,9 @@ class EndToEndTests(TestCase):
     def netd(self, *args: str, logger: str | None = None) -> Daemon:
         """
         Start C{twistd -n --pidfile= netd <args>} in the foreground.
+
+        As root (CI), L{Daemon} adds C{--allow-root}: netd refuses to run as
+        root without a user to switch to (see C{tests.test_deployment}).
 
         @param args: The arguments after C{netd}.
         @param logger: A C{--logger} observer factory, if any.
@@ -411,7 +450,7 @@ class EndToEndTests(TestCase):
         Without C{--config} the daemon serves the embedded default: echo on
         C{127.0.0.1:10007}.
         """
-        for port in (10007, 10009):
+        for port in (10007, 10009, 8080, 10023):
             if not isFree(port):
                 raise self.skipTest(f"port {port} is busy")
         daemon = self.netd()

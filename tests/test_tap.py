@@ -175,11 +175,14 @@ class OptionsTests(OptionsTestCase):
         self.assertEqual(
             options.stdout.getvalue(),
             "netd: <embedded default>: configuration is valid "
-            "(2 services, 4 listeners)\n"
+            "(4 services, 7 listeners)\n"
             "  echo (echo): tcp:10007:interface=127.0.0.1, "
             "udp:10007:interface=127.0.0.1\n"
             "  discard (discard): tcp:10009:interface=127.0.0.1, "
-            "udp:10009:interface=127.0.0.1\n",
+            "udp:10009:interface=127.0.0.1\n"
+            "  http (http): tcp:8080:interface=127.0.0.1\n"
+            "  chat (chat): tcp:10023:interface=127.0.0.1, "
+            "udp:10023:interface=127.0.0.1\n",
         )
         self.assertEqual(options.stderr.getvalue(), "")
 
@@ -254,7 +257,9 @@ class MakeServiceTests(OptionsTestCase):
         root = makeService(options)
         self.assertIsInstance(root, NetdService)
         self.assertIs(root.config, options["netdConfig"])
-        self.assertEqual([child.name for child in root], ["echo", "discard"])
+        self.assertEqual(
+            [child.name for child in root], ["echo", "discard", "http", "chat"]
+        )
         self.assertEqual(
             [[grandchild.name for grandchild in child] for child in root],
             [
@@ -265,6 +270,11 @@ class MakeServiceTests(OptionsTestCase):
                 [
                     "discard/tcp:10009:interface=127.0.0.1",
                     "discard/udp:10009:interface=127.0.0.1",
+                ],
+                ["http/tcp:8080:interface=127.0.0.1"],
+                [
+                    "chat/tcp:10023:interface=127.0.0.1",
+                    "chat/udp:10023:interface=127.0.0.1",
                 ],
             ],
         )
@@ -299,7 +309,7 @@ class MakeServiceTests(OptionsTestCase):
         Without a twistd parent, or under a daemonizing one, start-up
         failures are raised for twistd to report, not written to stderr.
         """
-        options = self.parse()
+        options = self.parse("--allow-root")
         self.assertIsNone(makeService(options).stderr)
         options.parent = FakeTwistdOptions(nodaemon=False)
         self.assertIsNone(makeService(options).stderr)
@@ -308,7 +318,7 @@ class MakeServiceTests(OptionsTestCase):
         """
         Under C{twistd -n}, start-up failures go to the real stderr.
         """
-        options = self.parse()
+        options = self.parse("--allow-root")
         options.parent = FakeTwistdOptions(nodaemon=True)
         self.assertIs(makeService(options).stderr, sys.stderr)
 
@@ -358,7 +368,7 @@ class PluginTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write('[services.x]\ntype = "echo"\nlisten = ["tcp:0"]\n')
         server = ServerOptions()
-        server.parseOptions(["-n", "netd", "--config", path])
+        server.parseOptions(["-n", "netd", "--allow-root", "--config", path])
         self.assertEqual(server.subCommand, "netd")
         self.assertIsInstance(server.subOptions, Options)
         self.assertIs(server.subOptions.parent, server)
@@ -519,6 +529,8 @@ class RunAsRootTests(SynchronousTestCase):
         from twisted.scripts.twistd import ServerOptions
 
         server = ServerOptions()
-        server.parseOptions(["--uid", "4242", "netd", "--config", self.path])
+        server.parseOptions(
+            ["--uid", "4242", "--gid", "4242", "netd", "--config", self.path]
+        )
         makeService(server.subOptions)
         self.assertEqual(server["uid"], 4242)

@@ -16,8 +16,9 @@ def serviceTypes() -> Mapping[str, ServiceType]:
 
     @return: A mapping from name to L{ServiceType}.
     """
-    from netd.services import discard, echo
+    from netd.services import chat, discard, echo, http
 
     return {
-        serviceType.name: serviceType for serviceType in (echo.echo, discard.discard)
+        serviceType.name: serviceType
+        for serviceType in (echo.echo, discard.discard, chat.chat, http.http)
     }

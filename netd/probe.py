@@ -1,0 +1,383 @@
+# -*- test-case-name: tests.test_probe -*-
+"""
+The self-test: C{twistd netd --check --probe}.
+
+For every configured listener, connect over loopback and check that it
+behaves like its service type: echo sends back what it got (TCP and UDP),
+discard swallows, http answers C{200}, chat greets. The result is one line
+per listener and exit status 0, or 69 (EX_UNAVAILABLE) with the failing
+listeners named, so it can run as C{ExecStartPost=} or as a health check.
+
+A service type brings its own check as L{ServiceType.probe
+<netd.servicetype.ServiceType.probe>}: a callable taking a L{ProbeTarget}
+and returning a few words on success, or raising L{ProbeFailed} (or
+L{ProbeSkipped} for a listener it cannot check). Types
+without one get the fallback of L{FALLBACK_PROBES}, else a plain connect.
+
+Probes are short-lived clients run before any reactor, so they use
+blocking sockets with timeouts: each one is a few lines, and a type can use
+any stdlib client (C{http.client}, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
+
+from attrs import frozen
+
+if TYPE_CHECKING:
+    from netd.config import NetdConfig, ServiceConfig
+    from netd.descriptions import Listener
+
+DEFAULT_TIMEOUT = 3.0
+# How long silence must last to count as "nothing came back".
+QUIET = 0.3
+
+
+class ProbeFailed(Exception):
+    """
+    A listener does not behave as its service type should.
+    """
+
+
+class ProbeSkipped(Exception):
+    """
+    A probe cannot check this listener (e.g. a stream-only probe given a
+    datagram listener).
+    """
+
+
+def _streamOnly(target: ProbeTarget) -> None:
+    """
+    @param target: The listener.
+    @raise ProbeSkipped: If it is a datagram one.
+    """
+    if target.transport == "datagram":
+        raise ProbeSkipped(f"no datagram probe for {target.service.type}")
+
+
+@frozen
+class ProbeTarget:
+    """
+    One listener to probe, and how to reach it from this host.
+
+    @ivar service: The service's configuration.
+    @ivar listener: The listener.
+    @ivar family: C{AF_INET}, C{AF_INET6} or C{AF_UNIX}.
+    @ivar address: C{(host, port)} or a UNIX socket path.
+    @ivar tls: Whether to speak TLS (an C{ssl:} listener).
+    @ivar timeout: Seconds any one step may take.
+    """
+
+    service: ServiceConfig
+    listener: Listener
+    family: int
+    address: Any
+    tls: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def transport(self) -> str:
+        """
+        C{"stream"} or C{"datagram"}.
+        """
+        return self.listener.transport
+
+    def connect(self) -> socket.socket:
+        """
+        Open a stream connection (through TLS for an C{ssl:} listener; the
+        certificate is not verified: this is netd checking itself).
+
+        @return: The connected socket.
+        @raise ProbeFailed: If it cannot connect.
+        """
+        skt = socket.socket(self.family, socket.SOCK_STREAM)
+        skt.settimeout(self.timeout)
+        try:
+            skt.connect(self.address)
+            if self.tls:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                skt = context.wrap_socket(skt)
+        except (OSError, ssl.SSLError) as e:
+            skt.close()
+            raise ProbeFailed(f"cannot connect: {_why(e)}") from None
+        return skt
+
+    def datagramSocket(self) -> socket.socket:
+        """
+        @return: A UDP socket connected to the listener, on an ephemeral
+            (unprivileged) port of the loopback address.
+        """
+        skt = socket.socket(self.family, socket.SOCK_DGRAM)
+        skt.settimeout(self.timeout)
+        skt.connect(self.address)
+        return skt
+
+
+def _why(error: BaseException) -> str:
+    """
+    @param error: A socket error.
+    @return: A few words.
+    """
+    if isinstance(error, socket.timeout):
+        return "timed out"
+    strerror = getattr(error, "strerror", None)
+    return (strerror or str(error) or type(error).__name__).lower()
+
+
+def _receiveExactly(skt: socket.socket, count: int) -> bytes:
+    """
+    @param skt: A connected stream socket.
+    @param count: How many bytes to read.
+    @return: What came, possibly less if the stream ended.
+    """
+    chunks: list[bytes] = []
+    got = 0
+    while got < count:
+        chunk = skt.recv(count - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _silent(skt: socket.socket) -> bytes | None:
+    """
+    Wait briefly for anything to arrive.
+
+    @param skt: A socket.
+    @return: L{None} if nothing arrived, else what did (C{b""}: the stream
+        ended).
+    """
+    skt.settimeout(QUIET)
+    try:
+        return skt.recv(4096)
+    except (socket.timeout, BlockingIOError):
+        return None
+
+
+def echoProbe(target: ProbeTarget) -> str:
+    """
+    Echo: random bytes come back identical, over TCP or UDP.
+
+    @param target: The listener.
+    @return: What was checked.
+    @raise ProbeFailed: If they do not.
+    """
+    token = os.urandom(16).hex().encode("ascii")
+    started = time.monotonic()
+    if target.transport == "datagram":
+        with target.datagramSocket() as skt:
+            for attempt in range(3):
+                skt.send(token)
+                skt.settimeout(target.timeout / 3)
+                try:
+                    reply = skt.recv(65535)
+                except socket.timeout:
+                    continue
+                except OSError as e:
+                    raise ProbeFailed(f"no reply: {_why(e)}") from None
+                if reply != token:
+                    raise ProbeFailed(f"replied {len(reply)} different bytes")
+                elapsed = (time.monotonic() - started) * 1000
+                return f"echoed a datagram in {elapsed:.1f} ms"
+        raise ProbeFailed(
+            f"no reply to 3 datagrams within {target.timeout:g}s (are 127.0.0.1/::1 "
+            "allowed, and the reply guard's limits above 3 datagrams?)"
+        )
+    with target.connect() as skt:
+        try:
+            skt.sendall(token)
+            reply = _receiveExactly(skt, len(token))
+        except OSError as e:
+            raise ProbeFailed(f"exchange failed: {_why(e)}") from None
+    if reply != token:
+        raise ProbeFailed(f"sent {len(token)} bytes, got back {reply[:40]!r}")
+    elapsed = (time.monotonic() - started) * 1000
+    return f"echoed {len(token)} bytes in {elapsed:.1f} ms"
+
+
+def discardProbe(target: ProbeTarget) -> str:
+    """
+    Discard: bytes are accepted and nothing comes back.
+
+    @param target: The listener.
+    @return: What was checked.
+    @raise ProbeFailed: If something comes back or the connection closes.
+    """
+    payload = b"x" * 64
+    if target.transport == "datagram":
+        with target.datagramSocket() as skt:
+            skt.send(payload)
+            try:
+                reply = _silent(skt)
+            except OSError as e:
+                raise ProbeFailed(f"sending failed: {_why(e)}") from None
+        if reply is not None:
+            raise ProbeFailed(f"answered a datagram with {len(reply)} bytes")
+        return "swallowed a datagram"
+    with target.connect() as skt:
+        try:
+            skt.sendall(payload)
+            reply = _silent(skt)
+        except OSError as e:
+            raise ProbeFailed(f"exchange failed: {_why(e)}") from None
+    if reply == b"":
+        raise ProbeFailed("closed the connection instead of swallowing")
+    if reply is not None:
+        raise ProbeFailed(f"answered {len(reply)} bytes")
+    return f"swallowed {len(payload)} bytes"
+
+
+def httpProbe(target: ProbeTarget) -> str:
+    """
+    HTTP: C{GET /} is answered with status 200.
+
+    @param target: The listener.
+    @return: The status line.
+    @raise ProbeFailed: If the answer is not 200.
+    """
+    _streamOnly(target)
+    with target.connect() as skt:
+        try:
+            skt.sendall(
+                b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+                b"User-Agent: netd-probe\r\nConnection: close\r\n\r\n"
+            )
+            line = skt.makefile("rb").readline(1024)
+        except OSError as e:
+            raise ProbeFailed(f"exchange failed: {_why(e)}") from None
+    status = line.decode("latin-1").strip()
+    parts = status.split()
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
+        raise ProbeFailed(f"GET / answered {status!r}, not 200")
+    return f"GET / answered {status!r}"
+
+
+def greetingProbe(target: ProbeTarget) -> str:
+    """
+    A line-based service (chat): it greets a new client with a line.
+
+    @param target: The listener.
+    @return: The greeting.
+    @raise ProbeFailed: If no line comes.
+    """
+    _streamOnly(target)
+    with target.connect() as skt:
+        try:
+            line = skt.makefile("rb").readline(4096)
+        except OSError as e:
+            raise ProbeFailed(f"no greeting: {_why(e)}") from None
+    if not line.endswith(b"\n"):
+        raise ProbeFailed(f"no greeting line within {target.timeout:g}s")
+    return f"greeted: {line.decode('utf-8', 'replace').strip()[:60]!r}"
+
+
+def connectProbe(target: ProbeTarget) -> str:
+    """
+    Any stream service: a connection is accepted.
+
+    @param target: The listener.
+    @return: What was checked.
+    @raise ProbeFailed: If it is not.
+    """
+    _streamOnly(target)
+    target.connect().close()
+    return "accepted a connection"
+
+
+FALLBACK_PROBES: dict[str, Callable[[ProbeTarget], str]] = {
+    "echo": echoProbe,
+    "discard": discardProbe,
+    "http": httpProbe,
+    "chat": greetingProbe,
+}
+
+
+def targetFor(
+    service: ServiceConfig, listener: Listener, timeout: float = DEFAULT_TIMEOUT
+) -> ProbeTarget | str:
+    """
+    Work out how to reach a listener over loopback.
+
+    @param service: The service.
+    @param listener: One of its listeners.
+    @param timeout: Seconds any one step may take.
+    @return: The target, or why it cannot be probed.
+    """
+    kind = listener.kind
+    if kind == "systemd":
+        return "passed by systemd: its address is known only to the socket unit"
+    if kind == "unix":
+        path = listener.description.split(":", 1)[1].split(":", 1)[0]
+        return ProbeTarget(service, listener, socket.AF_UNIX, path, False, timeout)
+    if not listener.port:
+        return "ephemeral port (port 0): its number is known only to the process"
+    host = listener.interface or "0.0.0.0"
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return ProbeTarget(
+        service, listener, family, (host, listener.port), kind == "ssl", timeout
+    )
+
+
+def probeFor(service: ServiceConfig) -> Callable[[ProbeTarget], str]:
+    """
+    @param service: A service.
+    @return: The probe of its type: its own, the fallback, or a connect.
+    """
+    from netd.services import serviceTypes
+
+    serviceType = serviceTypes().get(service.type)
+    probe = getattr(serviceType, "probe", None)
+    return probe or FALLBACK_PROBES.get(service.type) or connectProbe
+
+
+def probeConfig(
+    config: NetdConfig, out: TextIO, timeout: float = DEFAULT_TIMEOUT
+) -> int:
+    """
+    Probe every listener of a configuration, writing one line each.
+
+    @param config: The configuration (of the running netd).
+    @param out: Where the report goes.
+    @param timeout: Seconds any one step may take.
+    @return: How many listeners failed.
+    """
+    passed = failed = skipped = 0
+    for service in config.services:
+        probe = probeFor(service)
+        for listener in service.listeners:
+            name = f"{service.name} on {listener.description}"
+            target = targetFor(service, listener, timeout)
+            if isinstance(target, str):
+                skipped += 1
+                out.write(f"netd: probe skipped {name}: {target}\n")
+                continue
+            try:
+                result = probe(target)
+            except ProbeSkipped as e:
+                skipped += 1
+                out.write(f"netd: probe skipped {name}: {e}\n")
+            except ProbeFailed as e:
+                failed += 1
+                out.write(f"netd: probe FAILED {name}: {e}\n")
+            except OSError as e:
+                failed += 1
+                out.write(f"netd: probe FAILED {name}: {_why(e)}\n")
+            else:
+                passed += 1
+                out.write(f"netd: probe ok {name}: {result}\n")
+    out.write(f"netd: probe: {passed} ok, {failed} failed, {skipped} skipped\n")
+    return failed

@@ -1,0 +1,220 @@
+# -*- test-case-name: tests.test_chat -*-
+"""
+The chat service: rooms shared by TCP, TLS, UNIX, UDP and browser clients.
+
+One service instance has one L{ChatServer<netd.chat.commands.ChatServer>}
+(its settings and its hub), shared by its stream listeners
+(L{netd.chat.tcp}), its UDP listeners (L{netd.chat.udp}) and the web page an
+http service may mount (L{netd.chat.web}, through C{buildWebResource}).
+Session limits (C{max_sessions}, C{max_sessions_per_peer}, C{idle_timeout})
+come from the service's C{limits} table, as for every service.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from netd.chat.commands import ChatServer, ChatSettings
+from netd.chat.tcp import ChatFactory
+from netd.chat.text import checkName, sanitise
+from netd.chat.udp import ChatDatagramProtocol
+from netd.chat.web import ChatWebResource
+from netd.descriptions import DatagramListener
+from netd.servicetype import ServiceContext, ServiceType
+from netd.settings import Setting, boolean, describe, integer, number
+
+_servers: weakref.WeakKeyDictionary[ServiceContext, ChatServer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def serverFor(context: ServiceContext) -> ChatServer:
+    """
+    The chat server of a service instance, made on first use, so that its
+    TCP, UDP and web front ends share one hub.
+
+    @param context: The service instance.
+    @return: Its L{ChatServer}.
+    """
+    server = _servers.get(context)
+    if server is None:
+        settings = ChatSettings.fromMapping(context.settings)
+        server = _servers[context] = ChatServer(
+            context.name,
+            settings,
+            context.reactor,
+            policy=context.policy,
+            idleTimeout=context.policy.limits.idleTimeout,
+        )
+    return server
+
+
+def buildStreamFactory(context: ServiceContext) -> ChatFactory:
+    """
+    @param context: The service instance.
+    @return: The factory of line protocols for its stream listeners.
+    """
+    return ChatFactory(serverFor(context))
+
+
+def buildDatagramProtocol(
+    context: ServiceContext, listener: DatagramListener
+) -> ChatDatagramProtocol:
+    """
+    @param context: The service instance.
+    @param listener: The UDP listener.
+    @return: The protocol for it.
+    """
+    return ChatDatagramProtocol(context, serverFor(context))
+
+
+def buildWebResource(context: ServiceContext) -> ChatWebResource:
+    """
+    @param context: The service instance.
+    @return: The page and WebSocket an http service mounts.
+    """
+    return ChatWebResource(serverFor(context))
+
+
+def greeting(value: Any) -> str:
+    """
+    Accept the greeting: one line of printable text.
+
+    @param value: The raw value.
+    @return: The text.
+    @raise ValueError: If it is not a string of 1 to 200 printable
+        characters.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    if not value or len(value) > 200 or sanitise(value) != value:
+        raise ValueError("expected 1 to 200 printable characters on one line")
+    return value
+
+
+def roomName(value: Any) -> str:
+    """
+    Accept a room name, or C{""} for none.
+
+    @param value: The raw value.
+    @return: The name, without a leading C{#}.
+    @raise ValueError: If it is not a valid room name.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    if not value:
+        return ""
+    return checkName(value.removeprefix("#"), 64, "room name")
+
+
+_defaults = ChatSettings()
+
+chat = ServiceType(
+    name="chat",
+    description="multi-user line chat with rooms, over TCP, TLS, UDP and a browser page",
+    settings=(
+        Setting(
+            "greeting", _defaults.greeting, greeting, "the first line a client gets"
+        ),
+        Setting(
+            "default_room",
+            _defaults.defaultRoom,
+            roomName,
+            'the room a client joins once it has a nickname ("": none)',
+        ),
+        Setting(
+            "history_lines",
+            _defaults.historyLines,
+            integer(0, 1000),
+            "lines of a room replayed to whoever joins it (0: none)",
+        ),
+        Setting(
+            "max_rooms",
+            _defaults.maxRooms,
+            integer(1, 100_000),
+            "most rooms at once (an empty room is forgotten when one is needed)",
+        ),
+        Setting(
+            "max_line_length",
+            _defaults.maxLineLength,
+            integer(64, 65536),
+            "longest line accepted, in bytes; longer ones are refused",
+        ),
+        Setting(
+            "max_nick_length",
+            _defaults.maxNickLength,
+            integer(1, 64),
+            "longest nickname, in characters",
+        ),
+        Setting(
+            "max_room_length",
+            _defaults.maxRoomLength,
+            integer(1, 64),
+            "longest room name, in characters",
+        ),
+        Setting(
+            "flood_lines_per_second",
+            _defaults.floodLinesPerSecond,
+            number(0.01, 1e9),
+            "lines per second one client may send, sustained",
+        ),
+        Setting(
+            "flood_lines_burst",
+            _defaults.floodLinesBurst,
+            integer(1, 1_000_000_000),
+            "lines one client may send back to back",
+        ),
+        Setting(
+            "flood_bytes_per_second",
+            _defaults.floodBytesPerSecond,
+            number(1, 1e12),
+            "bytes per second one client may send, sustained",
+        ),
+        Setting(
+            "flood_bytes_burst",
+            _defaults.floodBytesBurst,
+            integer(1, 2**40),
+            "bytes one client may send back to back (at least one longest line)",
+        ),
+        Setting(
+            "max_refusals",
+            _defaults.maxRefusals,
+            integer(1, 1_000_000_000),
+            "refused lines in a row (too long, flooding) before a client is disconnected",
+        ),
+        Setting(
+            "max_pending_output",
+            _defaults.maxPendingOutput,
+            integer(1024, 2**30),
+            "bytes waiting for a client that does not read before it is disconnected",
+        ),
+        Setting(
+            "udp_member_timeout",
+            _defaults.udpMemberTimeout,
+            number(1, 86400 * 7),
+            "seconds of silence after which a UDP member leaves",
+        ),
+        Setting(
+            "udp_credit_limit",
+            _defaults.udpCreditLimit,
+            integer(64, 2**30),
+            "most bytes a UDP source may bank (netd never sends a source more than it sent)",
+        ),
+        Setting(
+            "log_messages",
+            _defaults.logMessages,
+            boolean,
+            "log the text of messages (off: only joins, parts, nicks and kicks)",
+        ),
+        Setting(
+            "web_check_origin",
+            _defaults.webCheckOrigin,
+            boolean,
+            "browsers may open the WebSocket only from a page of the same origin",
+        ),
+    ),
+    buildStreamFactory=buildStreamFactory,
+    buildDatagramProtocol=buildDatagramProtocol,
+    buildWebResource=buildWebResource,
+)

@@ -1,0 +1,416 @@
+# -*- test-case-name: tests.test_http_config -*-
+"""
+The http service: a fast, hardened static-file web server.
+
+This module is the service type: its configuration keys, their checks (all
+reported at once with the rest of the file), the cross-service check of
+C{chat}, and the factory builder. The server itself is L{netd.http}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from netd.http.server import HTTPConfig, HTTPFactory
+from netd.servicetype import ServiceContext, ServiceType
+from netd.settings import Problem, Setting, boolean, describe, integer, networks, number
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_MEDIA_TYPE = re.compile(
+    r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+    r"(\s*;\s*[!#$%&'*+\-.^_`|~0-9A-Za-z]+=[!#$%&'*+\-.^_`|~0-9A-Za-z\"]+)*$"
+)
+_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@-]+$")
+
+# Header fields netd sets itself, or that would break framing.
+RESERVED_HEADERS = frozenset(
+    (
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "content-range",
+        "date",
+        "etag",
+        "last-modified",
+        "content-type",
+        "location",
+        "accept-ranges",
+    )
+)
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def directory(value: Any) -> str:
+    """
+    Accept an existing directory.
+
+    @param value: The raw value.
+    @return: The absolute path.
+    @raise ValueError: If it is not a string naming a readable directory.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a directory path, got {describe(value)}")
+    path = os.path.abspath(value)
+    if not os.path.exists(path):
+        raise ValueError(f"{value!r} does not exist")
+    if not os.path.isdir(path):
+        raise ValueError(f"{value!r} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ValueError(f"{value!r} cannot be read")
+    return path
+
+
+def fileNames(value: Any) -> tuple[str, ...]:
+    """
+    Accept an array of plain file names (no C{/}).
+
+    @param value: The raw value.
+    @return: The names.
+    @raise ValueError: Naming the first bad entry.
+    """
+    if not isinstance(value, list):
+        raise ValueError(f"expected an array of file names, got {describe(value)}")
+    for index, name in enumerate(value):
+        if (
+            not isinstance(name, str)
+            or not name
+            or "/" in name
+            or "\0" in name
+            or name in (".", "..")
+        ):
+            raise ValueError(f"entry {index}: expected a file name, got {name!r}")
+    return tuple(value)
+
+
+def mediaType(value: Any) -> str:
+    """
+    Accept a media type such as C{text/plain} or C{text/html; charset=utf-8}.
+
+    @param value: The raw value.
+    @return: The type.
+    @raise ValueError: If it is not one.
+    """
+    if not isinstance(value, str) or not _MEDIA_TYPE.match(value):
+        raise ValueError(f"expected a media type such as 'text/plain', got {value!r}")
+    return value
+
+
+def mediaTypes(value: Any) -> tuple[tuple[str, str], ...]:
+    """
+    Accept a table of file name extensions to media types.
+
+    @param value: The raw value, e.g. C{{ "log" = "text/plain" }}.
+    @return: C{(extension, type)} pairs, extensions with a leading dot.
+    @raise ValueError: Naming the first bad entry.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(
+            f'expected a table such as {{ log = "text/plain" }}, got {describe(value)}'
+        )
+    result = []
+    for extension, media in value.items():
+        bare = extension[1:] if extension.startswith(".") else extension
+        if not bare or not _TOKEN.match(bare) or "." in bare:
+            raise ValueError(f"{extension!r} is not a file name extension")
+        try:
+            result.append(("." + bare.lower(), mediaType(media)))
+        except ValueError as e:
+            raise ValueError(f"{extension}: {e}") from None
+    return tuple(result)
+
+
+def charset(value: Any) -> str:
+    """
+    Accept a charset name, or C{""} for none.
+
+    @param value: The raw value.
+    @return: The name.
+    @raise ValueError: If it is not a token.
+    """
+    if not isinstance(value, str) or (value and not _TOKEN.match(value)):
+        raise ValueError(f"expected a charset name such as 'utf-8', got {value!r}")
+    return value
+
+
+def headerFields(value: Any) -> tuple[tuple[str, str], ...]:
+    """
+    Accept a table of extra response header fields.
+
+    @param value: The raw value, e.g. C{{ "X-Frame-Options" = "DENY" }}.
+    @return: C{(name, value)} pairs.
+    @raise ValueError: Naming the first bad field.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(
+            f'expected a table such as {{ "X-Frame-Options" = "DENY" }}, '
+            f"got {describe(value)}"
+        )
+    result = []
+    for name, field in value.items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"{name!r} is not a header field name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"{name!r} is set by netd itself")
+        if not isinstance(field, str):
+            raise ValueError(f"{name}: expected a string, got {describe(field)}")
+        try:
+            field.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name}: the value must be Latin-1 text") from None
+        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in field):
+            raise ValueError(f"{name}: the value has a control character")
+        result.append((name, field.strip()))
+    return tuple(result)
+
+
+def filePath(value: Any) -> str | None:
+    """
+    Accept a file to write (its directory must exist), or C{""} for none.
+
+    @param value: The raw value.
+    @return: The absolute path, or L{None}.
+    @raise ValueError: If the directory does not exist.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a file path, got {describe(value)}")
+    if not value:
+        return None
+    path = os.path.abspath(value)
+    if os.path.isdir(path):
+        raise ValueError(f"{value!r} is a directory")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"the directory of {value!r} does not exist")
+    return path
+
+
+def urlPath(empty: bool) -> Any:
+    """
+    A converter accepting an absolute URL path.
+
+    @param empty: Whether C{""} is accepted (as L{None}: off).
+    @return: The converter.
+    """
+
+    def convert(value: Any) -> str | None:
+        if not isinstance(value, str):
+            raise ValueError(
+                f"expected a path such as '/.netd/status', got {describe(value)}"
+            )
+        if not value and empty:
+            return None
+        segments = value.split("/")
+        if (
+            not value.startswith("/")
+            or value == "/"
+            or any(s in (".", "..") for s in segments)
+            or not all(_PATH_SEGMENT.match(s) for s in segments[1:-1])
+            or (segments[-1] and not _PATH_SEGMENT.match(segments[-1]))
+        ):
+            raise ValueError(f"expected a path such as '/.netd/status', got {value!r}")
+        return value
+
+    return convert
+
+
+def mountPath(value: Any) -> str:
+    """
+    Accept a mount path: absolute, ending with C{/}, not C{/} itself.
+
+    @param value: The raw value.
+    @return: The path.
+    @raise ValueError: If it is not one.
+    """
+    path = urlPath(False)(value)
+    assert path is not None
+    if not path.endswith("/") or "//" in path:
+        raise ValueError(
+            f"expected a path ending with '/', such as '/chat/', got {value!r}"
+        )
+    return path
+
+
+def serviceName(value: Any) -> str | None:
+    """
+    Accept the name of another service, or C{""} for none.
+
+    @param value: The raw value.
+    @return: The name, or L{None}.
+    @raise ValueError: If it is not a string.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a service name, got {describe(value)}")
+    return value or None
+
+
+SETTINGS = (
+    Setting(
+        "root",
+        None,
+        directory,
+        "the document root (without it: netd's own page, listing the services)",
+    ),
+    Setting("index", ("index.html",), fileNames, "files served for a directory"),
+    Setting("listing", False, boolean, "list directories that have no index file"),
+    Setting(
+        "follow_symlinks",
+        False,
+        boolean,
+        "serve symbolic links that lead out of the root",
+    ),
+    Setting("dotfiles", False, boolean, "serve names starting with '.'"),
+    Setting("mime_types", (), mediaTypes, "extension to media type, over the defaults"),
+    Setting(
+        "default_type",
+        "application/octet-stream",
+        mediaType,
+        "the type of unknown extensions",
+    ),
+    Setting("charset", "utf-8", charset, "charset of textual types ('' for none)"),
+    Setting("headers", (), headerFields, "extra header fields on every response"),
+    Setting(
+        "max_request_line",
+        8192,
+        integer(64, 1 << 20),
+        "longest request target in bytes (414 beyond)",
+    ),
+    Setting(
+        "max_header_size",
+        16384,
+        integer(256, 1 << 20),
+        "most bytes of request header fields (431 beyond)",
+    ),
+    Setting(
+        "max_headers",
+        100,
+        integer(1, 10_000),
+        "most request header fields (431 beyond)",
+    ),
+    Setting(
+        "max_body_size",
+        1048576,
+        integer(0, 1 << 40),
+        "largest request body read (413 beyond)",
+    ),
+    Setting(
+        "header_timeout",
+        10.0,
+        number(1, 3600),
+        "seconds a request has to arrive once begun (408 beyond)",
+    ),
+    Setting(
+        "keepalive_timeout",
+        15.0,
+        number(0, 3600),
+        "seconds an idle keep-alive connection is kept (0: no keep-alive)",
+    ),
+    Setting(
+        "send_timeout",
+        30.0,
+        number(1, 3600),
+        "seconds a client may stop reading before it is cut",
+    ),
+    Setting("access_log_file", None, filePath, "a Combined Log Format file"),
+    Setting("access_log_events", False, boolean, "one log event per request"),
+    Setting(
+        "status_path",
+        None,
+        urlPath(True),
+        "path of the JSON status endpoint ('' or absent: off)",
+    ),
+    Setting("status_allow", LOOPBACK, networks, "who may read the status endpoint"),
+    Setting("chat", None, serviceName, "a service whose web front end is mounted"),
+    Setting("chat_path", "/chat/", mountPath, "where it is mounted"),
+)
+
+_FIELDS = {
+    "root": "root",
+    "index": "index",
+    "listing": "listing",
+    "follow_symlinks": "followSymlinks",
+    "dotfiles": "dotfiles",
+    "mime_types": "mimeTypes",
+    "default_type": "defaultType",
+    "charset": "charset",
+    "headers": "headers",
+    "max_request_line": "maxRequestLine",
+    "max_header_size": "maxHeaderSize",
+    "max_headers": "maxHeaders",
+    "max_body_size": "maxBodySize",
+    "header_timeout": "headerTimeout",
+    "keepalive_timeout": "keepaliveTimeout",
+    "send_timeout": "sendTimeout",
+    "access_log_file": "accessLogFile",
+    "access_log_events": "accessLogEvents",
+    "status_path": "statusPath",
+    "status_allow": "statusAllow",
+    "chat": "chat",
+    "chat_path": "chatPath",
+}
+
+
+def httpConfig(settings: Mapping[str, Any]) -> HTTPConfig:
+    """
+    Turn converted settings into an L{HTTPConfig}.
+
+    @param settings: The service's settings (L{SETTINGS} keys).
+    @return: The configuration.
+    """
+    return HTTPConfig(**{_FIELDS[key]: value for key, value in settings.items()})
+
+
+def checkConfig(service: Any, services: Mapping[str, Any]) -> list[Problem]:
+    """
+    The checks that need the other services: C{chat} must name an enabled
+    service whose type has a web front end.
+
+    @param service: This service's L{ServiceConfig<netd.config.ServiceConfig>}.
+    @param services: Every enabled service, by name.
+    @return: The problems found.
+    """
+    from netd.services import serviceTypes
+
+    name = service.settings.get("chat")
+    if name is None:
+        return []
+    path = f"services.{service.name}.chat"
+    types = serviceTypes()
+    withWeb = sorted(t.name for t in types.values() if t.buildWebResource is not None)
+    other = services.get(name)
+    if other is None:
+        known = ", ".join(sorted(services)) or "none"
+        return [Problem(path, f"no enabled service named {name!r} (services: {known})")]
+    if types[other.type].buildWebResource is None:
+        return [
+            Problem(
+                path,
+                f"{name!r} is a {other.type} service, which has no web front end "
+                f"(types that have one: {', '.join(withWeb) or 'none'})",
+            )
+        ]
+    return []
+
+
+def buildStreamFactory(context: ServiceContext) -> HTTPFactory:
+    """
+    @param context: The service instance.
+    @return: The factory of its connections.
+    """
+    return HTTPFactory(context, httpConfig(context.settings))
+
+
+http = ServiceType(
+    name="http",
+    description="a fast, hardened static-file web server (HTTP/1.1, HTTPS on ssl: listeners)",
+    settings=SETTINGS,
+    buildStreamFactory=buildStreamFactory,
+    checkConfig=checkConfig,
+)

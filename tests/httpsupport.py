@@ -1,0 +1,306 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+Helpers for the http service's tests: a service on a fake clock, in-memory
+connections through the real session wrapper, a small response reader, and
+a document root with known files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from netd.config import Limits
+from netd.http.server import HTTPFactory
+from netd.services.http import SETTINGS, buildStreamFactory
+from netd.sessions import Session, SessionFactory
+from netd.servicetype import ServiceContext
+from tests.support import makeContext
+
+SMALL = b"<!DOCTYPE html><title>small</title>\n" + b"x" * 964
+SECRET = b"the contents of a file outside the document root\n"
+LARGE_SIZE = 3 * 1024 * 1024 + 17
+
+
+def largeContent(size: int = LARGE_SIZE) -> bytes:
+    """
+    @param size: The size.
+    @return: Bytes that differ at every position modulo 251, so that an
+        offset error shows.
+    """
+    return bytes(range(251)) * (size // 251) + bytes(range(size % 251))
+
+
+def makeTree(base: str) -> tuple[str, str]:
+    """
+    Build a document root with known files, and a secret file beside it.
+
+    @param base: A new directory to build in.
+    @return: The root and the secret file's path.
+    """
+    base = os.path.abspath(base)
+    root = os.path.join(base, "root")
+    os.makedirs(os.path.join(root, "dir"))
+    os.makedirs(os.path.join(root, "empty-dir"))
+    os.makedirs(os.path.join(root, ".git"))
+    secret = os.path.join(base, "secret.txt")
+    files = {
+        "index.html": SMALL,
+        "small.html": SMALL,
+        "notes.txt": b"plain text\n",
+        "style.css": b"body {}\n",
+        "app.js": b"1;\n",
+        "data.json": b"{}\n",
+        "image.png": b"\x89PNG\r\n\x1a\n",
+        "unknown.zzz": b"?",
+        "empty.txt": b"",
+        "large.bin": largeContent(),
+        "dir/index.html": b"dir index\n",
+        "dir/other.txt": b"other\n",
+        ".env": b"PASSWORD=hunter2\n",
+        ".git/config": b"[core]\n",
+        "name with space.txt": b"spaced\n",
+        "caf\u00e9.txt": b"accent\n",
+    }
+    for name, content in files.items():
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(content)
+    with open(secret, "wb") as f:
+        f.write(SECRET)
+    os.symlink(secret, os.path.join(root, "escape.txt"))
+    os.symlink(base, os.path.join(root, "escape-dir"))
+    os.symlink("small.html", os.path.join(root, "inside.html"))
+    os.symlink(".env", os.path.join(root, "to-dotfile"))
+    os.mkfifo(os.path.join(root, "fifo"))
+    return root, secret
+
+
+def httpSettings(**raw: Any) -> dict[str, Any]:
+    """
+    Convert raw (TOML-like) http settings the way the configuration does.
+
+    @param raw: Settings by TOML key.
+    @return: Every setting, converted, defaults filled.
+    """
+    settings = {setting.key: setting.default for setting in SETTINGS}
+    byKey = {setting.key: setting for setting in SETTINGS}
+    for key, value in raw.items():
+        settings[key] = byKey[key].convert(value)
+    return settings
+
+
+def makeFactory(
+    limits: Limits | None = None, clock: Clock | None = None, **raw: Any
+) -> tuple[HTTPFactory, ServiceContext]:
+    """
+    Build an http service on a fake clock.
+
+    @param limits: Its session limits.
+    @param clock: The clock (a new L{Clock} if L{None}).
+    @param raw: Its settings (raw TOML values).
+    @return: The factory and the service's context.
+    """
+    context = makeContext(
+        "http",
+        limits=limits,
+        settings=httpSettings(**raw),
+        reactor=clock if clock is not None else Clock(),
+    )
+    context.instances[context.name] = context
+    return buildStreamFactory(context), context
+
+
+class PausingTransport(StringTransport):
+    """
+    A L{StringTransport} that, like a TCP transport, pauses its streaming
+    producer when more than C{bufferSize} bytes wait, and can be drained
+    by hand.
+
+    @ivar bufferSize: Bytes buffered before the producer is paused.
+    @ivar highWater: The most bytes ever buffered at once.
+    """
+
+    bufferSize = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.highWater = 0
+        self.producerPaused = False
+
+    def write(self, data: bytes) -> None:
+        """
+        Buffer, and pause the producer past L{bufferSize}.
+
+        @param data: The bytes.
+        """
+        super().write(data)
+        size = len(self.io.getvalue())
+        self.highWater = max(self.highWater, size)
+        if (
+            size > self.bufferSize
+            and self.producer is not None
+            and self.streaming
+            and not self.producerPaused
+        ):
+            self.producerPaused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """
+        Let the client read everything buffered; resume the producer.
+
+        @return: The bytes read.
+        """
+        data = self.value()
+        self.clear()
+        if self.producerPaused and self.producer is not None:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+        return data
+
+
+def connect(
+    factory: HTTPFactory,
+    context: ServiceContext,
+    host: str = "127.0.0.1",
+    transportClass: type = StringTransport,
+) -> tuple[Session, StringTransport]:
+    """
+    Open an in-memory connection through the session wrapper, as the
+    listener would.
+
+    @param factory: The http factory.
+    @param context: Its service's context.
+    @param host: The client's address.
+    @param transportClass: The transport to use.
+    @return: The session (whose C{wrappedProtocol} is the http connection)
+        and the transport.
+    """
+    sessions = SessionFactory(factory, context, "tcp:80")
+    peer = IPv4Address("TCP", host, 40000)
+    session = sessions.buildProtocol(peer)
+    assert session is not None
+    transport = transportClass(peerAddress=peer)
+    session.makeConnection(transport)
+    return session, transport
+
+
+@frozen
+class Response:
+    """
+    One response, as a client reads it.
+
+    @ivar status: The status code.
+    @ivar reason: The reason phrase.
+    @ivar headers: Header fields, lowercase name to list of values.
+    @ivar body: The body.
+    @ivar raw: The whole response, as received.
+    """
+
+    status: int
+    reason: str
+    headers: dict[str, list[str]]
+    body: bytes
+    raw: bytes
+
+    def header(self, name: str) -> str | None:
+        """
+        @param name: A header name.
+        @return: Its single value, or L{None}.
+        """
+        values = self.headers.get(name.lower())
+        if not values:
+            return None
+        assert len(values) == 1, values
+        return values[0]
+
+
+def readResponses(
+    data: bytes, methods: list[bytes] | None = None
+) -> tuple[list[Response], bytes]:
+    """
+    Split bytes into responses (a test-side reader, independent of the
+    server's parser).
+
+    @param data: Bytes from the server.
+    @param methods: The methods of the requests, in order (C{HEAD}
+        responses have no body); C{GET} for all if L{None}.
+    @return: The complete responses and any bytes left over.
+    """
+    responses = []
+    index = 0
+    while data:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        head = data[:end].decode("latin-1").split("\r\n")
+        version, status, reason = (head[0].split(" ", 2) + [""])[:3]
+        assert version == "HTTP/1.1", head[0]
+        headers: dict[str, list[str]] = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        method = methods[index] if methods and index < len(methods) else b"GET"
+        length = int(headers.get("content-length", ["0"])[0])
+        code = int(status)
+        if code < 200:
+            data = data[end + 4 :]
+            continue
+        if method == b"HEAD" or code == 304:
+            length = 0
+        if len(data) < end + 4 + length:
+            break
+        body = data[end + 4 : end + 4 + length]
+        responses.append(
+            Response(code, reason, headers, body, data[: end + 4 + length])
+        )
+        data = data[end + 4 + length :]
+        index += 1
+    return responses, data
+
+
+def exchange(
+    factory: HTTPFactory,
+    context: ServiceContext,
+    request: bytes,
+    methods: list[bytes] | None = None,
+    host: str = "127.0.0.1",
+) -> tuple[list[Response], StringTransport]:
+    """
+    Send bytes on a new connection and read the responses.
+
+    @param factory: The http factory.
+    @param context: Its context.
+    @param request: The bytes to send.
+    @param methods: See L{readResponses}.
+    @param host: The client's address.
+    @return: The responses and the transport.
+    """
+    session, transport = connect(factory, context, host)
+    session.dataReceived(request)
+    responses, rest = readResponses(transport.value(), methods)
+    assert rest == b"", rest
+    return responses, transport
+
+
+def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    """
+    Build a request.
+
+    @param path: The target.
+    @param headers: C{Name: value} lines; C{Host} is added unless one is
+        given.
+    @param method: The method.
+    @param version: The HTTP version.
+    @return: The request bytes.
+    """
+    lines = [f"{method} {path} HTTP/{version}"]
+    if not any(h.lower().startswith("host:") for h in headers):
+        lines.append("Host: example.com")
+    lines.extend(headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

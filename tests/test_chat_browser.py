@@ -1,0 +1,371 @@
+# -*- test-case-name: tests.test_chat_browser -*-
+"""
+The chat page in a real headless browser: Debian's chromium, driven through
+chromedriver's W3C WebDriver HTTP API (spoken here with L{urllib}, so no
+extra Python package is needed).
+
+Two browser tabs and one TCP client exchange messages, nick changes and
+private messages, twice:
+
+  - end to end, through the real C{twistd -n netd} with an http service
+    that mounts the chat service at C{/chat/} (C{chat = "chat"});
+  - with the chat service's web resource in a plain L{Site}, in this
+    process, next to the same service's TCP listener.
+
+Skipped, saying why, when chromium or chromedriver is missing (C{.ci/run}
+installs both: C{apt-get install chromium chromium-driver}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.server import Site
+
+from netd.services import serviceTypes
+from netd.services.chat import buildStreamFactory, buildWebResource
+from netd.sessions import SessionFactory
+from tests.chatsupport import LineClient, Netd
+from tests.support import makeContext
+
+ENTER = "\ue007"
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1000,700",
+]
+
+
+def findBrowser() -> tuple[str | None, str | None]:
+    """
+    @return: The chromium binary and chromedriver, or L{None} for either
+        that is missing.
+    """
+    browser = None
+    for candidate in ("/usr/lib/chromium/chromium", "chromium", "chromium-browser"):
+        path = shutil.which(candidate) or (
+            candidate if os.access(candidate, os.X_OK) else None
+        )
+        if path:
+            browser = path
+            break
+    return browser, shutil.which("chromedriver")
+
+
+BROWSER, DRIVER = findBrowser()
+
+MOUNT_CONFIG = """\
+[netd]
+stats_interval = 3600
+
+[services.chat]
+type = "chat"
+listen = ["tcp:0:interface=127.0.0.1"]
+
+[services.web]
+type = "http"
+listen = ["tcp:0:interface=127.0.0.1"]
+chat = "chat"
+chat_path = "/chat/"
+"""
+
+
+def httpMountsChat() -> bool:
+    """
+    @return: Whether netd has an http service type that can mount a chat
+        service (its C{chat} setting).
+    """
+    http = serviceTypes().get("http")
+    return http is not None and any(setting.key == "chat" for setting in http.settings)
+
+
+class WebDriver:
+    """
+    A minimal W3C WebDriver client for one chromedriver process.
+
+    @ivar process: chromedriver.
+    @ivar session: The WebDriver session id.
+    """
+
+    def __init__(self, driver: str, browser: str, profile: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if self.call("GET", "/status")["ready"]:
+                        break
+                except (OSError, urllib.error.URLError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("chromedriver did not start")
+                time.sleep(0.1)
+            capabilities = {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": browser,
+                    "args": CHROMIUM_FLAGS + [f"--user-data-dir={profile}"],
+                },
+            }
+            self.session = self.call(
+                "POST", "/session", {"capabilities": {"alwaysMatch": capabilities}}
+            )["sessionId"]
+        except BaseException:
+            self.stopDriver()
+            raise
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """
+        One WebDriver command.
+
+        @param method: The HTTP method.
+        @param path: The path (under C{/session/ID} for most commands).
+        @param body: The JSON body, if any.
+        @return: The response's C{value}.
+        @raise RuntimeError: If WebDriver reports an error.
+        """
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.load(response)["value"]
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(
+                f"WebDriver {method} {path}: {e.read()[:500]!r}"
+            ) from None
+
+    def command(self, method: str, path: str, body: Any = None) -> Any:
+        """
+        A command of this session.
+        """
+        return self.call(method, f"/session/{self.session}{path}", body)
+
+    def open(self, url: str) -> None:
+        """
+        Load a page in the current window.
+        """
+        self.command("POST", "/url", {"url": url})
+
+    def newTab(self) -> str:
+        """
+        Open a tab and switch to it.
+
+        @return: Its window handle.
+        """
+        handle = self.command("POST", "/window/new", {"type": "tab"})["handle"]
+        self.switchTo(handle)
+        return handle
+
+    def switchTo(self, handle: str) -> None:
+        self.command("POST", "/window", {"handle": handle})
+
+    def window(self) -> str:
+        return self.command("GET", "/window")
+
+    def element(self, css: str) -> str:
+        found = self.command(
+            "POST", "/element", {"using": "css selector", "value": css}
+        )
+        return next(iter(found.values()))
+
+    def text(self, css: str) -> str:
+        return self.command("GET", f"/element/{self.element(css)}/text")
+
+    def type(self, css: str, text: str) -> None:
+        self.command("POST", f"/element/{self.element(css)}/value", {"text": text})
+
+    def script(self, source: str) -> Any:
+        return self.command("POST", "/execute/sync", {"script": source, "args": []})
+
+    def waitForText(self, css: str, needle: str, timeout: float = 15.0) -> str:
+        """
+        Wait until an element's text contains C{needle}.
+
+        @return: The text.
+        @raise AssertionError: If it does not in time.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text(css)
+            if needle in text:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not in {css}: {text[-2000:]!r}")
+            time.sleep(0.1)
+
+    def quit(self) -> None:
+        """
+        End the session and stop chromedriver (only that process, by PID).
+        """
+        try:
+            self.call("DELETE", f"/session/{self.session}")
+        except (OSError, RuntimeError, urllib.error.URLError):
+            pass
+        self.stopDriver()
+
+    def stopDriver(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class BrowserTests(TestCase):
+    """
+    Two chromium tabs and a TCP client in one chat room.
+    """
+
+    timeout = 120
+
+    if BROWSER is None or DRIVER is None:
+        skip = (
+            "needs Debian's chromium and chromium-driver "
+            "(apt-get install chromium chromium-driver): "
+            + ", ".join(
+                name
+                for name, found in (("chromium", BROWSER), ("chromedriver", DRIVER))
+                if found is None
+            )
+            + " not found"
+        )
+
+    def test_throughNetd(self) -> Any:
+        """
+        End to end: C{twistd -n netd} with a chat service and an http
+        service mounting it at C{/chat/}; two browser pages load the page
+        from the http service and one TCP client joins the chat service:
+        they see each other's messages, nick changes and private messages.
+        """
+        if not httpMountsChat():
+            raise SkipTest("netd has no http service with a chat mount yet")
+
+        def run() -> None:
+            netd = Netd(MOUNT_CONFIG)
+            try:
+                netd.waitListening(2)
+                page = f"http://127.0.0.1:{netd.addresses[('web', 'tcp')]}/chat/"
+                self.converse(page, netd.addresses[("chat", "tcp")])
+                self.assertRegex(
+                    netd.output, r"chat: alice joined #lobby \(127\.0\.0\.1:\d+, ws\)"
+                )
+            finally:
+                netd.stop()
+
+        return deferToThread(run)
+
+    def test_twoTabsAndATCPClient(self) -> Any:
+        """
+        Two browser pages and one TCP client see each other's messages, nick
+        changes and private messages; markup typed in a page is shown as
+        text, never interpreted. (The chat service's web resource in a
+        L{Site}, in this process.)
+        """
+        context = makeContext("chat", reactor=reactor)
+        site = Site(buildWebResource(context))
+        site.noisy = False
+        web = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(web.stopListening)
+        factory = SessionFactory(buildStreamFactory(context), context, "tcp:0")
+        tcp = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(tcp.stopListening)
+        url = f"http://127.0.0.1:{web.getHost().port}/"
+        return deferToThread(self.converse, url, tcp.getHost().port)
+
+    def converse(self, url: str, tcpPort: int) -> None:
+        """
+        The conversation, blocking (run in a thread while the reactor
+        serves).
+
+        @param url: The chat page.
+        @param tcpPort: The chat's TCP port.
+        """
+        profile = tempfile.mkdtemp(prefix="netd-chromium-")
+        driver = WebDriver(DRIVER, BROWSER, profile)
+        carol = None
+        try:
+            driver.open(url)
+            first = driver.window()
+            driver.waitForText("#status", "connected")
+            driver.waitForText("#log", "type a nickname")
+            # The inline style ran under the page's Content-Security-Policy.
+            self.assertEqual(
+                driver.script("return getComputedStyle(document.body).display"), "flex"
+            )
+            driver.type("#input", "alice" + ENTER)
+            driver.waitForText("#log", "alice joined #lobby")
+
+            second = driver.newTab()
+            driver.open(url)
+            driver.waitForText("#status", "connected")
+            driver.type("#input", "bob" + ENTER)
+            driver.waitForText("#log", "bob joined #lobby")
+
+            carol = LineClient(tcpPort)
+            carol.send("carol")
+            carol.expect(r"^\*\*\* carol joined #lobby$")
+            driver.waitForText("#log", "carol joined #lobby")
+
+            driver.type("#input", "hello from bob <b>not bold</b>" + ENTER)
+            carol.expect(r"^<bob> hello from bob <b>not bold</b>$")
+            driver.waitForText("#log", "<bob> hello from bob <b>not bold</b>")
+            self.assertEqual(
+                driver.script("return document.querySelectorAll('#log b').length"), 0
+            )
+
+            carol.send("hello browsers")
+            driver.waitForText("#log", "<carol> hello browsers")
+            driver.switchTo(first)
+            text = driver.waitForText("#log", "<carol> hello browsers")
+            self.assertIn("<bob> hello from bob <b>not bold</b>", text)
+
+            driver.type("#input", "/nick alicia" + ENTER)
+            carol.expect(r"^\*\*\* alice is now known as alicia$")
+            driver.type("#input", "/msg carol psst from the browser" + ENTER)
+            carol.expect(r"^\*alicia\* psst from the browser$")
+            carol.send("/msg bob secret for bob")
+            driver.switchTo(second)
+            driver.waitForText("#log", "alice is now known as alicia")
+            driver.waitForText("#log", "*carol* secret for bob")
+            driver.switchTo(first)
+            self.assertNotIn("secret for bob", driver.text("#log"))
+        finally:
+            if carol is not None:
+                carol.close()
+            driver.quit()
+            shutil.rmtree(profile, ignore_errors=True)
