@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import defer, udp
+from twisted.internet import defer, tcp, udp
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.tcp import makeBinding
 from zope.interface import implementer
@@ -54,13 +54,44 @@ class TCPEndpoint:
         # The interface is passed again: Twisted 26.10 picks the address
         # family from this argument, not from the binding, so without it an
         # IPv6 address is bound on an IPv4 socket and fails.
-        return defer.execute(
-            self.reactor.listenTCP,
-            binding,
-            protocolFactory,
-            self.backlog,
-            self.interface,
+        port = TCPPort(
+            binding, protocolFactory, self.backlog, self.interface, self.reactor
         )
+        try:
+            port.startListening()
+        except BaseException:
+            return defer.fail()
+        return defer.succeed(port)
+
+
+def _ipv6Only(skt: socket.socket) -> None:
+    """
+    Make an IPv6 socket IPv6 only, so that C{tcp6:7} and C{tcp:7} (or
+    C{udp6:7} and C{udp:7}) can both be bound, as each one says.
+
+    @param skt: A socket, not yet bound.
+    """
+    if skt.family == socket.AF_INET6:
+        skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+class TCPPort(tcp.Port):
+    """
+    A TCP port whose IPv6 sockets accept IPv6 only (C{IPV6_V6ONLY}).
+
+    The options of the L{Binding<twisted.internet.tcp.makeBinding>} it is
+    given (C{SO_REUSEADDR}, C{SO_REUSEPORT}) are set by Twisted.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        """
+        Create the socket and set its options before it is bound.
+
+        @return: The socket.
+        """
+        skt = super().createInternetSocket()
+        _ipv6Only(skt)
+        return skt
 
 
 class UDPPort(udp.Port):
@@ -88,6 +119,7 @@ class UDPPort(udp.Port):
         """
         skt = super().createInternetSocket()
         skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _ipv6Only(skt)
         if self.reusePort:
             skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         return skt

@@ -612,6 +612,25 @@ class IPv6Tests(NetdTestMixin, TestCase):
         await waitFor(lambda: client.received, what="echo reply over IPv6")
         self.assertEqual(client.received[0][0], b"over six")
 
+    def test_ipv6OnlySockets(self) -> None:
+        """
+        IPv6 listeners are IPv6 only (C{IPV6_V6ONLY}), so that a wildcard
+        C{tcp6:PORT} and C{tcp:PORT} (or C{udp6}/C{udp}) on one port both
+        bind, as the configuration says, instead of the second failing with
+        "address in use" on a dual-stack host. (Tests bind loopback only, so
+        this reads the option back rather than binding the wildcards.)
+        """
+        service = self.startNetd(
+            echoConfig(listen=r'"tcp6:0:interface=\\:\\:1", "udp6:0:interface=\\:\\:1"')
+        )
+        for transport in ("stream", "datagram"):
+            port = self.port(service, "echo", transport)
+            self.assertEqual(
+                port.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+                1,
+                transport,
+            )
+
 
 class BindFailureTests(NetdTestMixin, TestCase):
     """
