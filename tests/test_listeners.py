@@ -23,7 +23,8 @@ from attrs import frozen
 from twisted.application.service import IServiceCollection
 from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.internet.tcp import makeBinding
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
@@ -37,6 +38,7 @@ from netd.listeners import (
     StreamListenerService,
     explainBindError,
 )
+from netd.sockets import TCPPort, UDPPort
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK6 = "::1"
@@ -614,22 +616,27 @@ class IPv6Tests(NetdTestMixin, TestCase):
 
     def test_ipv6OnlySockets(self) -> None:
         """
-        IPv6 listeners are IPv6 only (C{IPV6_V6ONLY}), so that a wildcard
-        C{tcp6:PORT} and C{tcp:PORT} (or C{udp6}/C{udp}) on one port both
-        bind, as the configuration says, instead of the second failing with
-        "address in use" on a dual-stack host. (Tests bind loopback only, so
-        this reads the option back rather than binding the wildcards.)
+        The sockets of IPv6 listeners are made IPv6 only (C{IPV6_V6ONLY})
+        before they are bound, so that a wildcard C{tcp6:PORT} and
+        C{tcp:PORT} (or C{udp6}/C{udp}) on one port both bind, as the
+        configuration says, instead of the second failing with "address in
+        use" on a dual-stack host. The sockets are created but never bound
+        (tests bind loopback only, and Linux reports a socket bound to C{::1}
+        as IPv6 only whatever was asked).
         """
-        service = self.startNetd(
-            echoConfig(listen=r'"tcp6:0:interface=\\:\\:1", "udp6:0:interface=\\:\\:1"')
-        )
-        for transport in ("stream", "datagram"):
-            port = self.port(service, "echo", transport)
+        tcpPort = TCPPort(makeBinding("::", 0), Factory(), 50, "::", reactor)
+        udpPort = UDPPort(0, DatagramProtocol(), "::", 8192, reactor)
+        for port in (tcpPort, udpPort):
+            skt = port.createInternetSocket()
+            self.addCleanup(skt.close)
+            self.assertEqual(skt.family, socket.AF_INET6)
             self.assertEqual(
-                port.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
-                1,
-                transport,
+                skt.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY), 1, port
             )
+        ipv4 = TCPPort(makeBinding("127.0.0.1", 0), Factory(), 50, "127.0.0.1", reactor)
+        skt = ipv4.createInternetSocket()
+        self.addCleanup(skt.close)
+        self.assertEqual(skt.family, socket.AF_INET)
 
 
 class BindFailureTests(NetdTestMixin, TestCase):
