@@ -398,7 +398,7 @@ def _readDocument(
 
     services = []
     servicesTable = _table(document, "services", "", problems)
-    if not servicesTable and "services" not in document:
+    if not servicesTable and isinstance(document.get("services", {}), dict):
         problems.append(
             Problem("services", "no services configured (add a [services.NAME] table)")
         )
@@ -409,6 +409,13 @@ def _readDocument(
         )
         if service is not None:
             services.append(service)
+    if servicesTable and not services and not problems:
+        problems.append(
+            Problem(
+                "services",
+                "every service is disabled (enabled = false): nothing to run",
+            )
+        )
     _checkAcrossServices(services, problems)
     return NetdConfig(
         source=source,

@@ -701,6 +701,27 @@ class ServiceTests(ConfigTestCase):
             """)
         self.assertEqual([s.name for s in config.services], ["on"])
 
+    def test_everyServiceDisabled(self) -> None:
+        """
+        A file whose services are all disabled (or an empty C{[services]}
+        table) is refused: a daemon with nothing to serve is a mistake.
+        """
+        self.assertProblems(
+            """
+            [services.off]
+            type = "echo"
+            listen = ["tcp:0"]
+            enabled = false
+            """,
+            "services: every service is disabled (enabled = false): nothing to run",
+        )
+        self.assertProblems(
+            """
+            [services]
+            """,
+            "services: no services configured (add a [services.NAME] table)",
+        )
+
     def test_disabledStillChecked(self) -> None:
         """
         A disabled service is still validated.
