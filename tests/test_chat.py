@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionLost
-from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from netd.chat.commands import ChatServer, ChatSession, ChatSettings
+from netd.chat.commands import ChatServer, ChatSettings
 from netd.chat.hub import (
     MESSAGE,
     ChatEvent,
@@ -34,7 +34,7 @@ from netd.chat.tcp import ChatLineProtocol
 from netd.chat.text import FORBIDDEN
 from netd.config import Limits, parseConfig
 from netd.services import serviceTypes
-from tests.chatsupport import ChatHarness, FakeClient
+from tests.chatsupport import ChatHarness
 
 
 class ConversationTests(SynchronousTestCase):
@@ -410,6 +410,10 @@ class ConversationTests(SynchronousTestCase):
         """
 
         class Transport(StringTransport):
+            """
+            A transport that records C{setTcpNoDelay}.
+            """
+
             noDelay = False
 
             def setTcpNoDelay(self, enabled: bool) -> None:
@@ -643,6 +647,10 @@ class SafetyTests(SynchronousTestCase):
         """
 
         class FullTransport(StringTransport):
+            """
+            A transport whose buffer stays full: it pauses its producer on every write.
+            """
+
             full = False
 
             def write(self, data: bytes) -> None:
@@ -833,6 +841,10 @@ class HubTests(SynchronousTestCase):
         """
 
         class Member:
+            """
+            A minimal L{IChatMember}.
+            """
+
             memberId = "m"
             nick = None
 
@@ -924,6 +936,10 @@ class HubTests(SynchronousTestCase):
         local = chat.server.hub
 
         class SlowHub:
+            """
+            The local hub, but nickname claims answer only when told to.
+            """
+
             def __getattr__(self, name: str) -> Any:
                 return getattr(local, name)
 

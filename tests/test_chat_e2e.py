@@ -7,7 +7,6 @@ C{nc} and C{socat} do).
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time

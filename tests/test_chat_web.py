@@ -20,7 +20,6 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
-from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 from twisted.web.websocket import WebSocketClientEndpoint
 

@@ -320,14 +320,23 @@ class LocalHub:
         self._flushing = False
 
     def claimNick(self, member: IChatMember, key: str) -> Deferred[bool]:
+        """
+        See L{IChatHub.claimNick}.
+        """
         holder = self._nicks.setdefault(key, member)
         return succeed(holder is member)
 
     def releaseNick(self, member: IChatMember, key: str) -> None:
+        """
+        See L{IChatHub.releaseNick}.
+        """
         if self._nicks.get(key) is member:
             del self._nicks[key]
 
     def join(self, room: str, member: IChatMember) -> Deferred[Any]:
+        """
+        See L{IChatHub.join}.
+        """
         # Membership changes are barriers: what was published before is
         # delivered to the members of before.
         self.settle()
@@ -356,6 +365,9 @@ class LocalHub:
         return False
 
     def leave(self, room: str, member: IChatMember) -> None:
+        """
+        See L{IChatHub.leave}.
+        """
         self.settle()
         state = self._rooms.get(room)
         if state is not None and member in state.members:
@@ -364,6 +376,9 @@ class LocalHub:
             self._rooms.move_to_end(room)
 
     def publish(self, room: str, event: ChatEvent) -> None:
+        """
+        See L{IChatHub.publish}.
+        """
         state = self._rooms.get(room)
         if state is None:
             return
@@ -402,6 +417,9 @@ class LocalHub:
             self._flushing = False
 
     def settle(self) -> None:
+        """
+        See L{IChatHub.settle}.
+        """
         if self._flushing or not self._busy:
             return
         if self._call is not None:
@@ -409,10 +427,16 @@ class LocalHub:
         self.flush()
 
     def history(self, room: str) -> Deferred[Sequence[ChatEvent]]:
+        """
+        See L{IChatHub.history}.
+        """
         state = self._rooms.get(room)
         return succeed(list(state.history) if state is not None else [])
 
     def rooms(self) -> Deferred[Sequence[tuple[str, int]]]:
+        """
+        See L{IChatHub.rooms}.
+        """
         return succeed(
             sorted(
                 (name, len(state.members))
@@ -422,12 +446,18 @@ class LocalHub:
         )
 
     def members(self, room: str) -> Deferred[Sequence[str]]:
+        """
+        See L{IChatHub.members}.
+        """
         state = self._rooms.get(room)
         if state is None:
             return succeed([])
         return succeed([member.nick for member in state.members])
 
     def sendPrivate(self, key: str, event: ChatEvent) -> Deferred[bool]:
+        """
+        See L{IChatHub.sendPrivate}.
+        """
         member = self._nicks.get(key)
         if member is None:
             return succeed(False)

@@ -191,9 +191,11 @@ class ChatWebSocket:
         settings = server.settings
         self._maxLine = settings.maxLineLength
         self._maxPending = settings.maxPendingOutput
-        # Bytes a client may send without completing a message: the longest
-        # message, plus framing, plus slack for interleaved control frames.
-        self._maxPartial = 2 * settings.maxLineLength + 4096
+        # Bytes a client may send without completing a message: room for a
+        # message of max_line_length characters of up to 4 bytes each (the
+        # page limits characters, not bytes; longer ones are refused with a
+        # notice once complete), plus framing and control frames.
+        self._maxPartial = 4 * settings.maxLineLength + 4096
         self._partial = 0
         self._delivered = False
         self._closed = False
