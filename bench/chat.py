@@ -140,9 +140,7 @@ def serverCommand(name: str, port: int, directory: str) -> list[str]:
         if os.geteuid() == 0:
             command.append("--allow-root")
         return command
-    # -P: do not put bench/ first on sys.path, where bench/http.py would
-    # shadow the standard library's http package that Twisted imports.
-    baseline = [python, "-P", os.path.join(BENCH, "chat_baseline.py"), str(port)]
+    baseline = [python, os.path.join(BENCH, "chat_baseline.py"), str(port)]
     if name == "twisted":
         return baseline + ["--nodelay"]
     if name == "twisted-nagle":

@@ -160,12 +160,12 @@ class EmbeddedDefaultTests(SynchronousTestCase):
 
     def test_defaults(self) -> None:
         """
-        The embedded default sets no user or group, keeps the default limits
-        and the echo type's default settings.
+        The embedded default runs as C{nobody} once bound (when started as
+        root), keeps the default limits and the echo type's default settings.
         """
         config = loadConfig()
         self.assertEqual(
-            (config.user, config.group, config.statsInterval), (None, None, 60.0)
+            (config.user, config.group, config.statsInterval), ("nobody", None, 60.0)
         )
         for each in config.services:
             self.assertEqual(each.limits, Limits())

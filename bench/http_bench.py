@@ -4,7 +4,7 @@ The http benchmark: netd's http service against C{twistd web --path} and
 nginx (one worker, C{access_log off}), serving the same 1 KiB and 1 MiB files
 on loopback, measured with C{wrk} in the same run.
 
-    python bench/http.py [--seconds 10] [--repeat 3] [--connections 50]
+    python bench/http_bench.py [--seconds 10] [--repeat 3] [--connections 50]
 
 Each server is started on its own free port with its own temporary
 configuration; each (server, file) pair is measured C{--repeat} times,
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print(
-            "bench/http.py: wrk is not installed (apt-get install wrk)", file=sys.stderr
+            "bench/http_bench.py: wrk is not installed (apt-get install wrk)", file=sys.stderr
         )
         return 1
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
