@@ -94,10 +94,16 @@ class TCPPort(tcp.Port):
         return skt
 
 
+_CHECKED_HOSTS_MAX = 4096
+
+
 class UDPPort(udp.Port):
     """
-    A UDP port with C{SO_REUSEADDR} always and C{SO_REUSEPORT} on request.
+    A UDP port with C{SO_REUSEADDR} always, C{SO_REUSEPORT} on request, and
+    a cheaper L{write} for addresses it has already checked.
     """
+
+    _checkedHosts: set[str]
 
     def __init__(
         self,
@@ -110,6 +116,33 @@ class UDPPort(udp.Port):
     ) -> None:
         super().__init__(port, proto, interface, maxPacketSize, reactor)
         self.reusePort = reusePort
+        self._checkedHosts = set()
+
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        """
+        Send a datagram, as L{udp.Port.write} does.
+
+        Twisted checks that the destination is an address literal of the
+        socket's family before every send (three parses, a microsecond per
+        datagram: a tenth of an echo). A host that passed those checks once
+        passes them again, so it is remembered and later datagrams to it go
+        straight to C{sendto}; any error takes Twisted's path, which handles
+        it.
+
+        @param datagram: The payload.
+        @param addr: The destination C{(host, port, ...)}.
+        """
+        if addr is not None and addr[0] in self._checkedHosts:
+            try:
+                self.socket.sendto(datagram, addr)
+                return
+            except OSError:
+                pass
+        super().write(datagram, addr)
+        if addr is not None and not self._connectedAddr:
+            if len(self._checkedHosts) >= _CHECKED_HOSTS_MAX:
+                self._checkedHosts.clear()
+            self._checkedHosts.add(addr[0])
 
     def createInternetSocket(self) -> socket.socket:
         """

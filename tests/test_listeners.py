@@ -22,7 +22,11 @@ from typing import Any
 from attrs import frozen
 from twisted.application.service import IServiceCollection
 from twisted.internet import reactor
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import (
+    CannotListenError,
+    InvalidAddressError,
+    MessageLengthError,
+)
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.internet.tcp import makeBinding
 from twisted.internet.task import deferLater
@@ -38,6 +42,7 @@ from netd.listeners import (
     StreamListenerService,
     explainBindError,
 )
+from netd import sockets
 from netd.sockets import TCPPort, UDPPort
 
 LOOPBACK = "127.0.0.1"
@@ -637,6 +642,64 @@ class IPv6Tests(NetdTestMixin, TestCase):
         skt = ipv4.createInternetSocket()
         self.addCleanup(skt.close)
         self.assertEqual(skt.family, socket.AF_INET)
+
+
+class UDPPortWriteTests(SynchronousTestCase):
+    """
+    L{UDPPort.write} keeps L{udp.Port.write}'s contract while skipping the
+    address checks for hosts it has already checked.
+    """
+
+    def setUp(self) -> None:
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.sink.close)
+        self.sink.bind((LOOPBACK, 0))
+        self.sink.settimeout(5)
+        self.port = UDPPort(0, DatagramProtocol(), LOOPBACK, 8192, reactor)
+        self.port.startListening()
+        self.addCleanup(self.port.stopListening)
+
+    def test_sendsAndRemembers(self) -> None:
+        """
+        Datagrams reach the destination, the first through Twisted's checks
+        and the following ones straight to C{sendto}; the host is remembered.
+        """
+        address = self.sink.getsockname()
+        for payload in (b"one", b"two", b"three"):
+            self.port.write(payload, address)
+            self.assertEqual(self.sink.recv(100), payload)
+        self.assertEqual(self.port._checkedHosts, {LOOPBACK})
+
+    def test_refusedAddressesNotRemembered(self) -> None:
+        """
+        A host name, or an address of the other family, is refused every
+        time, as Twisted refuses it (no blocking name lookup by C{sendto}).
+        """
+        for _ in range(2):
+            self.assertRaises(
+                InvalidAddressError, self.port.write, b"x", ("localhost", 9)
+            )
+            self.assertRaises(InvalidAddressError, self.port.write, b"x", ("::1", 9))
+        self.assertEqual(self.port._checkedHosts, set())
+
+    def test_errorsTakeTwistedsPath(self) -> None:
+        """
+        An error from C{sendto} for a remembered host is handled as Twisted
+        handles it: an oversized datagram raises L{MessageLengthError}.
+        """
+        address = self.sink.getsockname()
+        self.port.write(b"x", address)
+        self.assertRaises(MessageLengthError, self.port.write, b"x" * 70000, address)
+
+    def test_rememberedHostsBounded(self) -> None:
+        """
+        However many hosts it sends to, the set of remembered hosts stays
+        bounded.
+        """
+        self.patch(sockets, "_CHECKED_HOSTS_MAX", 10)
+        for i in range(25):
+            self.port.write(b"x", (f"127.0.0.{i + 1}", 9))
+        self.assertLessEqual(len(self.port._checkedHosts), 10)
 
 
 class BindFailureTests(NetdTestMixin, TestCase):
