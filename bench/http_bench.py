@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print(
-            "bench/http_bench.py: wrk is not installed (apt-get install wrk)", file=sys.stderr
+            "bench/http_bench.py: wrk is not installed (apt-get install wrk)",
+            file=sys.stderr,
         )
         return 1
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")

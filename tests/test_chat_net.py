@@ -6,7 +6,6 @@ UDP members in the same room as TCP clients.
 
 from __future__ import annotations
 
-import datetime
 import os
 from typing import Any
 
@@ -25,60 +24,8 @@ from twisted.trial.unittest import TestCase
 from netd.chat.commands import ChatServer
 from netd.config import parseConfig
 from netd.daemon import ServiceInstance
+from tests.support import writeSelfSignedCertificate
 from tests.test_chat_web import Expecting, LineClient
-
-
-def selfSignedCertificate(directory: str) -> tuple[str, str, bytes]:
-    """
-    Make a self-signed certificate for C{localhost} and C{127.0.0.1}.
-
-    @param directory: Where to write the files.
-    @return: The key file, the certificate file, and the certificate PEM.
-    """
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    keyPath = os.path.join(directory, "key.pem")
-    certPath = os.path.join(directory, "cert.pem")
-    with open(keyPath, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    with open(certPath, "wb") as f:
-        f.write(pem)
-    return keyPath, certPath, pem
 
 
 class DatagramClient(DatagramProtocol, Expecting):
@@ -161,7 +108,9 @@ class NetworkTests(TestCase):
         certificate made here), in the same rooms as its TCP listener; TLS
         clients are logged as such.
         """
-        keyPath, certPath, pem = selfSignedCertificate(_tempdir(self))
+        keyPath, certPath = writeSelfSignedCertificate(_tempdir(self))
+        with open(certPath, "rb") as f:
+            pem = f.read()
         ports = self.startChat(
             f'["ssl:0:privateKey={keyPath}:certKey={certPath}:interface=127.0.0.1", '
             '"tcp:0:interface=127.0.0.1"]'

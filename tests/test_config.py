@@ -32,7 +32,7 @@ from netd.descriptions import DatagramListener, StreamListener
 from netd.services import serviceTypes
 from netd.servicetype import ServiceType
 from netd.settings import Problem, describe, joinPath, unknownKey
-from tests.test_descriptions import escape, writeSelfSignedCertificate
+from tests.support import escape, writeSelfSignedCertificate
 
 # The registered types, as messages list them.
 TYPES = ", ".join(serviceTypes())

@@ -592,10 +592,6 @@ class DeploymentTests(TestCase):
         the chat sessions are closed at the deadline, and the process exits
         with status 0.
         """
-        from netd.services import serviceTypes
-
-        if not {"http", "chat"} <= set(serviceTypes()):
-            raise self.skipTest("the http and chat service types are not there yet")
         httpPort, chatPort = freePorts(2)
         root = os.path.join(self.directory, "www")
         os.makedirs(root)

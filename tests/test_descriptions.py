@@ -5,13 +5,8 @@ Tests for L{netd.descriptions}: listener descriptions as value objects.
 
 from __future__ import annotations
 
-import datetime
 import os
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
 from netd.descriptions import (
@@ -21,51 +16,7 @@ from netd.descriptions import (
     splitDescription,
     sslContextFactory,
 )
-
-
-def writeSelfSignedCertificate(directory: str) -> tuple[str, str]:
-    """
-    Write a fresh self-signed certificate and its private key as PEM files.
-
-    @param directory: An existing directory.
-    @return: The paths of the key file and of the certificate file.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    keyPath = os.path.join(directory, "key.pem")
-    certPath = os.path.join(directory, "cert.pem")
-    with open(keyPath, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-    with open(certPath, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
-    return keyPath, certPath
-
-
-def escape(path: str) -> str:
-    """
-    Escape a file name for an endpoint description.
-
-    @param path: A file name.
-    @return: The name with C{:} and C{=} and C{\\} backslash-escaped.
-    """
-    return path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+from tests.support import escape, writeSelfSignedCertificate
 
 
 class SplitDescriptionTests(SynchronousTestCase):

@@ -19,7 +19,6 @@ from netd.config import parseConfig
 from netd.daemon import NetdService
 from netd.drain import DRAIN_REASON, Drain, abortSession
 from netd.sessions import Session
-from netd.systemd import Notifier
 from tests.test_listeners import LOOPBACK, freePort, settle, waitFor
 from tests.test_reload import Client, RecordingNotifier
 

@@ -24,7 +24,7 @@ import netd.daemon
 import netd.services
 from netd.descriptions import MOZILLA_INTERMEDIATE_CIPHERS
 from tests.httpsupport import LARGE_SIZE, SMALL, largeContent, makeTree, readResponses
-from tests.test_descriptions import escape, writeSelfSignedCertificate
+from tests.support import escape, writeSelfSignedCertificate
 from tests.test_endtoend import Daemon, freePorts
 from tests.test_http_mount import clientFrame, serverFrame, upgradeRequest, webType
 from tests.test_listeners import LOOPBACK, NetdTestMixin, tcpExchange, waitFor

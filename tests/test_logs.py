@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from netd import logs

@@ -7,7 +7,6 @@ in a thread against a netd running in the test's reactor.
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import attrs
 from twisted.internet.threads import deferToThread

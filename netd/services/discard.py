@@ -9,7 +9,6 @@ ever sent back.
 
 from __future__ import annotations
 
-from typing import Any
 
 from twisted.internet.protocol import Factory
 from twisted.protocols import wire
