@@ -1140,7 +1140,22 @@ class BundledPageTests(SynchronousTestCase):
         self.assertIn("<td>http</td>", page)
         self.assertNotIn("@@", page)
         self.assertEqual(exchange(factory, context, get("/nothing"))[0][0].status, 404)
+        self.assertNotIn("<a href", page)
         factory.stopFactory()
+
+    def test_pageLinksMountedChat(self) -> None:
+        """
+        When the http service mounts a chat service, the page links the chat
+        service's row to its browser page.
+        """
+        from tests.support import makeContext
+
+        factory, context = makeFactory(chat="lobby", chat_path="/talk/")
+        context.instances["lobby"] = makeContext("chat")
+        factory.startFactory()
+        page = exchange(factory, context, get("/"))[0][0].body.decode("utf-8")
+        factory.stopFactory()
+        self.assertIn('<a href="/talk/">in the browser: <code>/talk/</code></a>', page)
 
 
 class HelperTests(SynchronousTestCase):

@@ -41,11 +41,15 @@ def renderPage(context: ServiceContext, extra: bytes, now: float) -> FileEntry:
         resources.files("netd.http").joinpath("www/index.html").read_text("utf-8")
     )
     rows = []
+    mounted = context.settings.get("chat")
     for name, other in sorted(context.instances.items()):
         listeners = ", ".join(
             f"<code>{html.escape(listener.description)}</code>"
             for listener in other.config.listeners
         )
+        if name == mounted:
+            path = html.escape(context.settings["chat_path"], quote=True)
+            listeners += f', <a href="{path}">in the browser: <code>{path}</code></a>'
         rows.append(
             f"<tr><td>{html.escape(name)}</td>"
             f"<td>{html.escape(other.config.type)}</td><td>{listeners}</td></tr>"
