@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_listeners -*-
+# -*- test-case-name: tests.test_listeners,tests.test_transport -*-
 """
 Socket-level pieces of netd's listeners: socket options and bound addresses.
 
@@ -17,6 +17,8 @@ from twisted.internet import defer, tcp, udp
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.tcp import makeBinding
 from zope.interface import implementer
+
+from netd.transport import WriteThroughServer
 
 
 @implementer(IStreamServerEndpoint)
@@ -77,11 +79,15 @@ def _ipv6Only(skt: socket.socket) -> None:
 
 class TCPPort(tcp.Port):
     """
-    A TCP port whose IPv6 sockets accept IPv6 only (C{IPV6_V6ONLY}).
+    A TCP port whose IPv6 sockets accept IPv6 only (C{IPV6_V6ONLY}) and
+    whose connections write through to the socket when nothing is queued
+    (L{WriteThroughServer}).
 
     The options of the L{Binding<twisted.internet.tcp.makeBinding>} it is
     given (C{SO_REUSEADDR}, C{SO_REUSEPORT}) are set by Twisted.
     """
+
+    transport = WriteThroughServer
 
     def createInternetSocket(self) -> socket.socket:
         """

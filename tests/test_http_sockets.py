@@ -150,6 +150,60 @@ class SocketTests(NetdTestMixin, TestCase):
         session = [e for e in events if e.get("service") == "www" and "bytesOut" in e]
         self.assertEqual(session[0]["bytesOut"], len(exchange.received))
 
+    async def test_largeFileStartsWithSendfile(self) -> None:
+        """
+        On a plain socket, whose transport writes the head straight through
+        (L{netd.transport.WriteThroughServer}) and so has nothing queued,
+        the body of a large file starts with C{sendfile}, not with reads
+        and buffered writes.
+        """
+        calls: list[str] = []
+        realSendfile, realPread = os.sendfile, os.pread
+
+        def sendfile(*args: object) -> int:
+            calls.append("sendfile")
+            return realSendfile(*args)  # type: ignore[arg-type]
+
+        def pread(*args: object) -> bytes:
+            calls.append("pread")
+            return realPread(*args)  # type: ignore[arg-type]
+
+        self.patch(os, "sendfile", sendfile)
+        self.patch(os, "pread", pread)
+        port = self.serve()
+        exchange = await deferToThread(
+            tcpExchange, LOOPBACK, port, request("/large.bin")
+        )
+        responses, rest = readResponses(exchange.received)
+        self.assertEqual(responses[0].body, largeContent())
+        self.assertEqual(calls[0], "sendfile")
+
+    async def test_headAndBodyCorkedTogether(self) -> None:
+        """
+        A large file's head is written with C{TCP_CORK} set, so that it
+        leaves in full segments with the first C{sendfile} bytes, and the
+        cork is always taken off again afterwards (or the socket would hold
+        back the end of every later response for 200 ms).
+        """
+        corks: list[int] = []
+        realSetsockopt = socket.socket.setsockopt
+
+        def setsockopt(
+            self: socket.socket, level: int, option: int, value: object
+        ) -> None:
+            if level == socket.IPPROTO_TCP and option == socket.TCP_CORK:
+                corks.append(int(value))  # type: ignore[call-overload]
+            realSetsockopt(self, level, option, value)  # type: ignore[call-overload]
+
+        self.patch(socket.socket, "setsockopt", setsockopt)
+        port = self.serve()
+        exchange = await deferToThread(
+            tcpExchange, LOOPBACK, port, request("/large.bin") + request("/large.bin")
+        )
+        responses, rest = readResponses(exchange.received)
+        self.assertEqual([r.body for r in responses], [largeContent()] * 2)
+        self.assertEqual(corks, [1, 0, 1, 0])
+
     async def test_statusesBeforeClose(self) -> None:
         """
         An oversized request line and header section get their C{414} and

@@ -63,6 +63,7 @@ from netd.http.accesslog import describeHost
 from netd.http.files import FileEntry, Redirect
 from netd.http.paths import BadTarget, decodePath, isUnder, splitTarget
 from netd.sessions import Session
+from netd.transport import sendBufferEmpty
 from netd.http.responses import (
     CLOSE,
     KEEP_ALIVE,
@@ -247,6 +248,7 @@ class HTTPConnection(Protocol):
     _peer: str | None = None
     _headFed = 0
     _socket: int | None = None
+    _handle: socket.socket | None = None
     _registered = True
     _session: Session | None = None
 
@@ -269,6 +271,7 @@ class HTTPConnection(Protocol):
             getHandle = getattr(transport, "getHandle", None)
             handle = getHandle() if getHandle is not None else None
             if isinstance(handle, socket.socket):
+                self._handle = handle
                 self._socket = handle.fileno()
         self.deadline = factory.now + factory.headerTimeout
         self.deadlineKind = IDLE
@@ -688,9 +691,19 @@ class HTTPConnection(Protocol):
             else:
                 self._error(req, 404)
             return
+        # Corked, the head and the first sendfile bytes leave in full
+        # segments rather than the head alone in a small one.
+        handle = self._handle
+        if handle is not None:
+            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         self.transport.write(head)
         self._stream = _Stream(fd, start, length, req, status, close)
-        self._pump()
+        # A transport that wrote the head through to the socket has nothing
+        # queued: the body can start with sendfile at once.
+        session = self._session
+        self._pump(drained=session is not None and sendBufferEmpty(session.transport))
+        if handle is not None and self._socket is not None:
+            handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     def _pump(self, drained: bool = False) -> None:
         """

@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.test_transport -*-
+"""
+A TCP server transport that writes through to the socket when it can.
+
+Twisted's L{FileDescriptor.write<twisted.internet.abstract.FileDescriptor.write>}
+only queues: it calls C{startWriting} (an C{epoll_ctl}), the reactor turns
+once more, then C{doWrite} sends and C{stopWriting} (another C{epoll_ctl}).
+For a small reply to a small request that is most of the cost of the write.
+L{WriteThroughServer} sends at once when nothing is queued, as asyncio's
+transports do, and hands everything else (what the kernel did not take,
+errors, closing and half-closed connections, paused producers, C{startTLS})
+to Twisted's own buffering, so every transport contract stays Twisted's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet import tcp
+
+
+def sendBufferEmpty(transport: Any) -> bool:
+    """
+    Whether a Twisted socket transport has nothing queued to send.
+
+    Twisted has no public way to ask; this is the one netd helper that reads
+    L{FileDescriptor<twisted.internet.abstract.FileDescriptor>}'s private
+    buffer attributes. While it is true, bytes written to the socket by other
+    means (C{sendfile}) go out in order.
+
+    @param transport: A L{twisted.internet.abstract.FileDescriptor}.
+    @return: C{True} if nothing is queued; C{False} if something is, or if
+        C{transport} has no such buffer.
+    """
+    dataBuffer = getattr(transport, "dataBuffer", None)
+    return (
+        dataBuffer is not None
+        and not getattr(transport, "_tempDataLen", 1)
+        and getattr(transport, "offset", -1) == len(dataBuffer)
+    )
+
+
+class WriteThroughServer(tcp.Server):
+    """
+    A L{tcp.Server} whose L{write} sends straight to the socket when its send
+    buffer is empty.
+
+    Bytes written through never enter the buffer, so the buffer still holds
+    exactly the bytes that Twisted has yet to send: ordering is kept (nothing
+    is written through while anything is queued), C{loseConnection} and
+    C{loseWriteConnection} still wait for the buffer, and a streaming producer
+    is still paused when the buffered bytes exceed C{bufferSize}, which is
+    what L{FileDescriptor._maybePauseProducer
+    <twisted.internet.abstract.FileDescriptor._maybePauseProducer>} measures.
+    """
+
+    def _canWriteThrough(self) -> bool:
+        """
+        Whether a write may go straight to the socket.
+
+        It may when the connection is open for writing (connected, not
+        closing, not half-closed), no C{startTLS} layer is on it, nothing is
+        queued, and no producer relies on C{doWrite}: a paused streaming
+        producer is resumed by C{doWrite}, and a pull producer is asked for
+        more by it, so both keep Twisted's path.
+
+        @return: C{True} if L{write} may send at once.
+        """
+        return (
+            self.connected
+            and not self.disconnecting
+            and not self._writeDisconnecting
+            and not self.TLS
+            and not self._tempDataLen
+            and self.offset == len(self.dataBuffer)
+            and (
+                self.producer is None
+                or (self.streamingProducer and not self.producerPaused)
+            )
+        )
+
+    def write(self, data: bytes) -> None:
+        """
+        Send C{data} now if nothing is queued, and queue what is left.
+
+        L{tcp.Connection.writeSomeData} does the sending: it returns how many
+        bytes the kernel took (0 for C{EWOULDBLOCK} or C{ENOBUFS}), or an
+        exception if the connection is lost. The rest, or all of C{data} on
+        an error, goes to Twisted's L{write<tcp.Server.write>}, so that
+        C{doWrite} sends it or reports the loss the usual way.
+
+        @param data: The bytes to send.
+        """
+        if type(data) is bytes and data and self._canWriteThrough():
+            sent = self.writeSomeData(data)
+            if type(sent) is int:
+                if sent == len(data):
+                    return
+                if sent:
+                    data = data[sent:]
+        super().write(data)
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        """
+        Send the chunks of C{iovec} as one L{write} if nothing is queued.
+
+        @param iovec: A sequence of byte strings.
+        """
+        if self._canWriteThrough():
+            chunks = list(iovec)
+            if all(type(chunk) is bytes for chunk in chunks):
+                self.write(b"".join(chunks))
+                return
+            iovec = chunks
+        super().writeSequence(iovec)
