@@ -21,6 +21,7 @@ from netd.config import ConfigError, NetdConfig, loadConfig, lookupGroup, lookup
 from netd.daemon import NetdService
 from netd.logsetup import destinations
 from netd.privileges import Account, resolveAccount
+from netd.reactor import installIfUnset
 from netd.services import serviceTypes
 from netd.systemd import Notifier
 
@@ -253,6 +254,9 @@ def makeService(options: Options) -> NetdService:
     destinations.configure(config)
     if twistdOptions is None:
         return NetdService(config, logs=destinations)
+    # Before anything imports the reactor: netd's, unless twistd --reactor
+    # chose one (see netd.reactor).
+    installIfUnset()
     _runAs(config, twistdOptions)
     try:
         account = _accountFor(twistdOptions)

@@ -40,7 +40,7 @@ from netd.transport import WriteThroughServer, sendBufferEmpty
 from tests.support import writeSelfSignedCertificate
 from tests.test_listeners import LOOPBACK, freePort
 
-EPOLL = "twisted.internet.epollreactor.EPollReactor"
+EPOLL = "netd.reactor.NetdEPollReactor"
 
 
 class _NetdListenTCPMixin:
