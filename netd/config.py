@@ -18,8 +18,10 @@ naming the file and the key path. Nothing here binds or writes anything.
 
 from __future__ import annotations
 
+import difflib
 import grp
 import ipaddress
+import os
 import pwd
 import re
 import tomllib
@@ -28,7 +30,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from netd.descriptions import (
     REUSE_PORT_KINDS,
@@ -180,6 +182,11 @@ class NetdConfig:
     @ivar logRotateSize: Bytes after which L{logFile} is rotated; 0 never.
     @ivar logRotateKeep: How many rotated files of L{logFile} are kept.
     @ivar logSyslog: Whether netd also logs to syslog.
+    @ivar workers: How many worker processes serve the listeners (1: the
+        main process serves them itself), or C{"auto"} for one per CPU
+        this process may run on (see L{resolveWorkers}).
+    @ivar text: The TOML text it was read from, exactly as validated (what
+        worker processes are given); not part of its value.
     """
 
     source: str
@@ -194,6 +201,71 @@ class NetdConfig:
     logRotateSize: int = 10_000_000
     logRotateKeep: int = 10
     logSyslog: bool = False
+    workers: int | str = 1
+    text: str = field(default="", eq=False, repr=False)
+
+
+MAX_WORKERS = 256
+
+
+def resolveWorkers(workers: int | str, cpus: int | None = None) -> int:
+    """
+    The number of worker processes a C{workers} value asks for.
+
+    @param workers: An integer, or C{"auto"}.
+    @param cpus: The CPUs this process may run on (from
+        L{os.sched_getaffinity} if L{None}).
+    @return: At least 1, at most L{MAX_WORKERS}.
+    """
+    if workers != "auto":
+        return int(workers)
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def describeWorkers(workers: int | str) -> str:
+    """
+    Say how many processes a C{workers} value makes, for C{--check}.
+
+    @param workers: An integer, or C{"auto"}.
+    @return: e.g. C{"4 workers"}, C{"workers = auto: 2 workers"}.
+    """
+    count = resolveWorkers(workers)
+    what = "no workers" if count == 1 else f"{count} workers"
+    return f"workers = auto: {what}" if workers == "auto" else what
+
+
+def _workers(value: Any) -> int | str:
+    """
+    Accept a worker count: an integer from 1 to L{MAX_WORKERS}, or
+    C{"auto"}.
+
+    @param value: The raw value.
+    @return: The count, or C{"auto"}.
+    @raise ValueError: Saying what is accepted (and, for a misspelt
+        C{"auto"} or a quoted number, what was probably meant).
+    """
+    expected = f'expected an integer (1 to {MAX_WORKERS}) or "auto"'
+    if isinstance(value, str):
+        if value == "auto":
+            return value
+        if value.strip().isdecimal():
+            raise ValueError(
+                f"{expected}, got the string {value!r} "
+                f"(write workers = {value.strip()}, without quotes)"
+            )
+        if difflib.get_close_matches(value.lower(), ["auto"], n=1):
+            raise ValueError(f'{expected}, got {value!r} (did you mean "auto"?)')
+        raise ValueError(f"{expected}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{expected}, got {describe(value)}")
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f'{value} is out of range (1 to {MAX_WORKERS}, or "auto")')
+    return value
 
 
 def _choice(*choices: str) -> Any:
@@ -264,6 +336,12 @@ GLOBAL_SETTINGS = (
     ),
     Setting("log_rotate_keep", 10, integer(1, 10_000), "rotated log files kept"),
     Setting("log_syslog", False, boolean, "also log to syslog"),
+    Setting(
+        "workers",
+        1,
+        _workers,
+        'worker processes serving the listeners (1: none, "auto": one per CPU)',
+    ),
 )
 
 COMMON_SERVICE_KEYS = ("type", "listen", "enabled", "limits")
@@ -348,7 +426,7 @@ def parseConfig(text: str, source: str) -> NetdConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [Problem("", f"invalid TOML: {e}")])
     problems: list[Problem] = []
-    config = _readDocument(document, source, problems)
+    config = _readDocument(document, source, text, problems)
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -376,13 +454,14 @@ def _table(
 
 
 def _readDocument(
-    document: Mapping[str, Any], source: str, problems: list[Problem]
+    document: Mapping[str, Any], source: str, text: str, problems: list[Problem]
 ) -> NetdConfig:
     """
     Validate a parsed TOML document.
 
     @param document: The parsed document.
     @param source: Where it came from.
+    @param text: Its TOML text.
     @param problems: Where problems are appended.
     @return: The configuration (meaningful only if no problem was added).
     """
@@ -430,6 +509,8 @@ def _readDocument(
         logRotateSize=values["log_rotate_size"],
         logRotateKeep=values["log_rotate_keep"],
         logSyslog=values["log_syslog"],
+        workers=values["workers"],
+        text=text,
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from twisted.application.service import MultiService
@@ -78,7 +78,18 @@ class ServiceInstance(MultiService):
         statsInterval: float,
         reactor: Any = None,
         instances: dict[str, ServiceContext] | None = None,
+        sockets: Mapping[str, int] | None = None,
     ) -> None:
+        """
+        @param config: The service's configuration.
+        @param ownPorts: The ports netd listens on (shared, live).
+        @param statsInterval: Seconds between periodic counter events.
+        @param reactor: The reactor (the global one if L{None}).
+        @param instances: The registry of every instance, which it joins.
+        @param sockets: In a worker process, the descriptors the main process
+            passed, by listener service name: the listeners adopt them
+            (L{ListenerService.passedFd}) instead of binding.
+        """
         super().__init__()
         self.setName(config.name)
         if reactor is None:
@@ -105,9 +116,10 @@ class ServiceInstance(MultiService):
             assert serviceType.buildStreamFactory is not None
             streamFactory = serviceType.buildStreamFactory(context)
         for listener in config.listeners:
-            buildListenerService(
-                context, serviceType, listener, streamFactory
-            ).setServiceParent(self)
+            child = buildListenerService(context, serviceType, listener, streamFactory)
+            if sockets is not None:
+                child.passedFd = sockets[child.name]
+            child.setServiceParent(self)
         self._stats: LoopingCall | None = None
         self._lastCounters = context.counters.snapshot()
 
@@ -249,6 +261,14 @@ class NetdService(MultiService):
         self._prepared = False
         self._handedOver: list[str] = []
         self._savedHandlers: dict[int, Any] = {}
+        self._buildServices(config)
+
+    def _buildServices(self, config: NetdConfig) -> None:
+        """
+        Build the children that serve a configuration.
+
+        @param config: The configuration.
+        """
         for service in config.services:
             self._buildInstance(service, config, self.instances).setServiceParent(self)
 
@@ -300,7 +320,7 @@ class NetdService(MultiService):
             return
         self._prepared = True
         try:
-            self.logs.open()
+            self._openLogs()
         except OSError as e:
             self._fail(
                 f"{self.config.source}: netd.log_file: cannot open "
@@ -312,6 +332,14 @@ class NetdService(MultiService):
                 self.ownedFiles + self.logs.paths(), self.account
             )
             preload()
+
+    def _openLogs(self) -> None:
+        """
+        Open netd's own log destinations (L{logs}).
+
+        @raise OSError: If the log file cannot be opened.
+        """
+        self.logs.open()
 
     def startService(self) -> None:
         """
@@ -478,9 +506,21 @@ class NetdService(MultiService):
         @return: Whether the new configuration is now running.
         """
         self.notifier.reloading()
+        new = self._readConfig()
+        if new is None:
+            return False
+        return self.applyConfig(new)
+
+    def _readConfig(self) -> NetdConfig | None:
+        """
+        Read and validate the configuration file for a reload; if it is
+        invalid, log one error and tell systemd the reload failed.
+
+        @return: The new configuration, or L{None} if it is invalid.
+        """
         source = self.configPath or EMBEDDED_DEFAULT
         try:
-            new = loadConfig(self.configPath)
+            return loadConfig(self.configPath)
         except ConfigError as e:
             lines = e.lines()
             self._log.error(
@@ -490,7 +530,17 @@ class NetdService(MultiService):
                 path=source,
             )
             self.notifier.ready(f"{self.status()}; reload failed: {lines[0]}")
-            return False
+            return None
+
+    def applyConfig(self, new: NetdConfig) -> bool:
+        """
+        Apply a new, valid configuration (see L{reload}).
+
+        @param new: The configuration.
+        @return: Whether it is now running (binding a new address failed
+            otherwise, and the previous configuration stays).
+        """
+        source = self.configPath or EMBEDDED_DEFAULT
         plan = planReload(self.config, new)
         byName = {instance.name: instance for instance in self.serviceInstances()}
         retiring = [byName[name] for name in plan.retired]
@@ -551,7 +601,7 @@ class NetdService(MultiService):
         for instance in self.serviceInstances():
             if instance.name in {s.name for s in plan.unchanged}:
                 self._reloadCertificates(instance)
-        self.logs.reconfigure(new)
+        self._reconfigureLogs(new)
         self._log.info(
             "reloaded {path}: {summary}", path=source, summary=plan.describe()
         )
@@ -562,6 +612,15 @@ class NetdService(MultiService):
             )
         self.notifier.ready(self.status())
         return True
+
+    def _reconfigureLogs(self, config: NetdConfig) -> None:
+        """
+        Apply a reloaded configuration's C{log_*} keys (and reopen the log
+        file).
+
+        @param config: The new configuration.
+        """
+        self.logs.reconfigure(config)
 
     def _retire(self, instance: ServiceInstance, timeout: float) -> None:
         """

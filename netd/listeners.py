@@ -14,10 +14,18 @@ Every stream listener is wrapped by L{netd.sessions.SessionFactory}
 refused client costs no TLS handshake.
 
 A C{systemd:NAME} listener serves a socket passed by systemd instead of
-binding one (C{adoptStreamPort}, C{adoptDatagramPort}), after checking its
-type (L{netd.systemd.checkSocket}). On reload, a new listener whose socket
-is the same as an old one's (L{socketKey}) takes the bound socket over
+binding one (L{netd.sockets.adoptStreamPort},
+L{netd.sockets.adoptDatagramPort}), after checking its type
+(L{netd.systemd.checkSocket}). On reload, a new listener whose socket is
+the same as an old one's (L{socketKey}) takes the bound socket over
 (L{ListenerService.takeOver}) instead of binding again.
+
+With worker processes (C{workers} in C{[netd]}, see L{netd.workers}) the
+main process binds every listener the same way but does not serve it: its
+listener services are made by L{buildHeldListenerService}, and stop reading
+their sockets as soon as they are bound. A worker's listener services are
+given the inherited descriptor (L{ListenerService.passedFd}) and adopt it,
+as they would a socket passed by systemd; they never bind.
 """
 
 from __future__ import annotations
@@ -27,9 +35,11 @@ import os
 import socket
 from typing import Any
 
+from attrs import define
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -42,7 +52,13 @@ from netd.descriptions import (
 )
 from netd.servicetype import ServiceContext, ServiceType
 from netd.sessions import SessionFactory
-from netd.sockets import TCPEndpoint, UDPPort, describeAddress
+from netd.sockets import (
+    TCPEndpoint,
+    UDPPort,
+    adoptDatagramPort,
+    adoptStreamPort,
+    describeAddress,
+)
 from netd.systemd import InheritedSockets, SocketActivationError, checkSocket
 
 PRIVILEGED_PORT_FIXES = (
@@ -151,6 +167,18 @@ def socketKey(listener: Listener) -> tuple[object, ...] | None:
     return ("stream", listener.kind, listener.description)
 
 
+def listenerName(service: str, listener: Listener) -> str:
+    """
+    The name of a listener's service, unique in a configuration: how a
+    worker process finds the socket the main process passed for it.
+
+    @param service: The service instance's name.
+    @param listener: The listener.
+    @return: e.g. C{"echo/tcp:7:interface=127.0.0.1"}.
+    """
+    return f"{service}/{listener.description}"
+
+
 class ListenerService(Service):
     """
     One listener of a service instance: binds in C{privilegedStartService}
@@ -161,16 +189,19 @@ class ListenerService(Service):
     @ivar context: The service instance.
     @ivar listener: What to listen on.
     @ivar port: The L{IListeningPort}, once bound.
+    @ivar passedFd: In a worker process, the descriptor of the socket the
+        main process bound for this listener: it is adopted, never bound.
     """
 
     _log = Logger()
     port: Any = None
     listener: Listener
+    passedFd: int | None = None
 
     def __init__(self, context: ServiceContext, listener: Listener) -> None:
         self.context = context
         self.listener = listener
-        self.setName(f"{context.name}/{listener.description}")
+        self.setName(listenerName(context.name, listener))
 
     def privilegedStartService(self) -> None:
         """
@@ -195,8 +226,13 @@ class ListenerService(Service):
         if self.port is not None:
             return
         listener = self.listener
+        note = ""
         try:
-            if listener.kind == "systemd":
+            if self.passedFd is not None:
+                family = checkSocket(self.passedFd, listener.transport, None)
+                port = self._adopt(self.passedFd, family)
+                note = " (socket from the main process)"
+            elif listener.kind == "systemd":
                 fd = inheritedSockets().find(listener.fdName, listener.fdIndex)
                 family = checkSocket(fd, listener.transport, listener.domain)
                 # Twisted's ports need non-blocking sockets; systemd passes
@@ -216,7 +252,7 @@ class ListenerService(Service):
                 explainBindError(e, listener.port or None),
             ) from e
         self.port = port
-        self._listening("")
+        self._listening(note)
 
     def _listen(self) -> Any:
         """
@@ -228,7 +264,7 @@ class ListenerService(Service):
 
     def _adopt(self, fd: int, family: int) -> Any:
         """
-        Serve a socket passed by systemd.
+        Serve a socket passed by systemd (or by the main process).
 
         @param fd: Its descriptor (not consumed: it is duplicated).
         @param family: Its address family.
@@ -343,13 +379,13 @@ class StreamListenerService(ListenerService):
 
     def _adopt(self, fd: int, family: int) -> Any:
         """
-        Listen on a stream socket passed by systemd.
+        Listen on a stream socket passed by systemd (or by the main process).
 
         @param fd: The descriptor.
         @param family: Its address family.
-        @return: The L{IListeningPort}.
+        @return: The L{IListeningPort} (a L{netd.sockets.TCPPort} for TCP).
         """
-        return self.context.reactor.adoptStreamPort(fd, family, self.factory)
+        return adoptStreamPort(self.context.reactor, fd, family, self.factory)
 
     def _switchTo(self, port: Any) -> None:
         """
@@ -428,14 +464,14 @@ class DatagramListenerService(ListenerService):
 
     def _adopt(self, fd: int, family: int) -> Any:
         """
-        Serve a datagram socket passed by systemd.
+        Serve a datagram socket passed by systemd (or by the main process).
 
         @param fd: The descriptor.
         @param family: Its address family.
-        @return: The port.
+        @return: The L{UDPPort}.
         """
-        return self.context.reactor.adoptDatagramPort(
-            fd, family, self.protocol, self.listener.maxPacketSize
+        return adoptDatagramPort(
+            self.context.reactor, fd, family, self.protocol, self.listener.maxPacketSize
         )
 
     def _switchTo(self, port: Any) -> None:
@@ -504,4 +540,84 @@ def buildListenerService(
     sessions = SessionFactory(factory, context, listener.description)
     return StreamListenerService(
         context, listener, streamEndpoint(context, listener), sessions
+    )
+
+
+@define(eq=False)
+class HeldSocketOwner:
+    """
+    What a held listener (L{buildHeldListenerService}) needs of a service
+    instance: the main process of a netd with workers builds no service, only
+    its sockets.
+
+    @ivar name: The service's name.
+    @ivar reactor: The reactor.
+    @ivar ownPorts: The ports netd listens on (filled as they are bound).
+    """
+
+    name: str
+    reactor: Any
+    ownPorts: set[int]
+
+
+class _HeldListener:
+    """
+    Mixed into a listener service of the main process of a netd with
+    workers: it binds (or adopts a socket from systemd) exactly as the
+    listener service it extends, then stops reading the socket, which is
+    kept open for the workers to inherit.
+    """
+
+    port: Any
+
+    def bind(self) -> None:
+        """
+        Bind unless already bound, and do not serve.
+
+        @raise ListenError: If the listener cannot be bound.
+        """
+        if self.port is not None:
+            return
+        super().bind()  # type: ignore[misc]
+        self.port.stopReading()
+
+    def fileno(self) -> int:
+        """
+        @return: The bound socket's descriptor.
+        """
+        return int(self.port.fileno())
+
+
+class HeldStreamListenerService(_HeldListener, StreamListenerService):
+    """
+    A stream socket bound by the main process for its workers.
+    """
+
+
+class HeldDatagramListenerService(_HeldListener, DatagramListenerService):
+    """
+    A datagram socket bound by the main process for its workers.
+    """
+
+
+def buildHeldListenerService(owner: HeldSocketOwner, listener: Listener) -> Any:
+    """
+    Build the service that binds one listener's socket in the main process
+    of a netd with workers, the same way as L{buildListenerService} does,
+    with placeholders that are never called instead of the service's
+    protocols (the socket is not read).
+
+    @param owner: The service the listener belongs to.
+    @param listener: The listener.
+    @return: A L{HeldStreamListenerService} or L{HeldDatagramListenerService}.
+    """
+    context: Any = owner
+    if isinstance(listener, DatagramListener):
+        protocol = DatagramProtocol()
+        protocol.noisy = False
+        return HeldDatagramListenerService(context, listener, protocol)
+    factory = Factory.forProtocol(Protocol)
+    factory.noisy = False
+    return HeldStreamListenerService(
+        context, listener, streamEndpoint(context, listener), factory
     )

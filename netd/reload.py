@@ -19,7 +19,14 @@ from attrs import frozen
 from netd.config import NetdConfig, ServiceConfig
 
 # [netd] keys that only take effect at start-up.
-RESTART_ONLY = (("user", "user"), ("group", "group"), ("allowRoot", "allow_root"))
+# (workers: a netd started with one process cannot start workers later; one
+# started with workers replaces them on reload, see netd.workers.)
+RESTART_ONLY = (
+    ("user", "user"),
+    ("group", "group"),
+    ("allowRoot", "allow_root"),
+    ("workers", "workers"),
+)
 
 
 @frozen

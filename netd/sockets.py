@@ -6,6 +6,12 @@ TCP: Twisted 26.10 takes a L{Binding} from L{makeBinding} in C{listenTCP},
 which sets C{SO_REUSEADDR} and, on request, C{SO_REUSEPORT}; L{TCPEndpoint}
 uses it. UDP: C{listenUDP} has no such hook (and no endpoint string), so
 L{UDPPort} sets both options itself before binding.
+
+Sockets bound elsewhere (passed by systemd, or by netd's main process to its
+workers) are adopted by L{adoptStreamPort} and L{adoptDatagramPort}, the
+counterparts of the reactor's methods of the same names that build netd's
+own port classes, so an adopted TCP socket gets L{WriteThroughServer}
+connections and an adopted UDP socket L{UDPPort}'s cheaper writes too.
 """
 
 from __future__ import annotations
@@ -162,6 +168,48 @@ class UDPPort(udp.Port):
         if self.reusePort:
             skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         return skt
+
+
+def adoptStreamPort(reactor: Any, fd: int, family: int, factory: Any) -> Any:
+    """
+    Listen on a bound, listening stream socket, as
+    L{IReactorSocket.adoptStreamPort
+    <twisted.internet.interfaces.IReactorSocket.adoptStreamPort>} does, but
+    with a L{TCPPort} for TCP sockets.
+
+    @param reactor: The reactor.
+    @param fd: The descriptor, non-blocking; it is duplicated, not consumed.
+    @param family: Its address family.
+    @param factory: The factory for accepted connections.
+    @return: The L{IListeningPort}.
+    """
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return reactor.adoptStreamPort(fd, family, factory)
+    port = TCPPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port.startListening()
+    return port
+
+
+def adoptDatagramPort(
+    reactor: Any, fd: int, family: int, protocol: Any, maxPacketSize: int
+) -> UDPPort:
+    """
+    Serve a bound datagram socket, as L{IReactorSocket.adoptDatagramPort
+    <twisted.internet.interfaces.IReactorSocket.adoptDatagramPort>} does, but
+    with a L{UDPPort}.
+
+    @param reactor: The reactor.
+    @param fd: The descriptor, non-blocking; it is duplicated, not consumed.
+    @param family: Its address family (C{AF_INET} or C{AF_INET6}).
+    @param protocol: The datagram protocol.
+    @param maxPacketSize: The largest datagram read.
+    @return: The port.
+    """
+    port = UDPPort._fromListeningDescriptor(
+        reactor, fd, family, protocol, maxPacketSize
+    )
+    port.startListening()
+    return port
 
 
 def describeAddress(kind: str, address: Any) -> str:

@@ -17,7 +17,15 @@ from typing import Any, TextIO
 from twisted.python import usage
 
 from netd import __version__
-from netd.config import ConfigError, NetdConfig, loadConfig, lookupGroup, lookupUser
+from netd.config import (
+    ConfigError,
+    NetdConfig,
+    describeWorkers,
+    loadConfig,
+    lookupGroup,
+    lookupUser,
+    resolveWorkers,
+)
 from netd.daemon import NetdService
 from netd.logsetup import destinations
 from netd.privileges import Account, resolveAccount
@@ -88,6 +96,12 @@ class Options(usage.Options):
         "lets open sessions finish for up to drain_timeout seconds. Under "
         "systemd it reports readiness (Type=notify), pings the watchdog and "
         "serves sockets passed by socket activation (systemd:NAME listeners). "
+        'Workers: with workers = N (or "auto", one per CPU) in [netd], the '
+        "main process binds every listener, drops privileges and starts N "
+        "worker processes that serve the sockets it hands them; it restarts "
+        "a worker that dies, passes SIGHUP and SIGTERM on, and logs for them "
+        "all; chat services (and http services mounting one) run in worker 0 "
+        "only, and session limits apply per worker. "
         "Logs: log_file/log_format/log_syslog in [netd]; with "
         "twistd --logger netd.logsetup.observer the configuration alone "
         "decides; twistd --logger netd.logs.json for JSON on stdout. Exit "
@@ -135,9 +149,12 @@ class Options(usage.Options):
         self["netdConfig"] = config
         if self["check"] or self["probe"]:
             listeners = sum(len(service.listeners) for service in config.services)
+            workers = (
+                "" if config.workers == 1 else f", {describeWorkers(config.workers)}"
+            )
             self.stdout.write(
                 f"netd: {config.source}: configuration is valid "
-                f"({len(config.services)} services, {listeners} listeners)\n"
+                f"({len(config.services)} services, {listeners} listeners{workers})\n"
             )
             for service in config.services:
                 addresses = ", ".join(l.description for l in service.listeners)
@@ -252,8 +269,16 @@ def makeService(options: Options) -> NetdService:
     config: NetdConfig = options["netdConfig"]
     twistdOptions = getattr(options, "parent", None)
     destinations.configure(config)
+    rootClass: Any = NetdService
+    extra: dict[str, Any] = {}
+    workers = resolveWorkers(config.workers)
+    if workers > 1:
+        from netd.workers import SupervisorService
+
+        rootClass = SupervisorService
+        extra["workers"] = workers
     if twistdOptions is None:
-        return NetdService(config, logs=destinations)
+        return rootClass(config, logs=destinations, **extra)
     # Before anything imports the reactor: netd's, unless twistd --reactor
     # chose one (see netd.reactor).
     installIfUnset()
@@ -270,7 +295,7 @@ def makeService(options: Options) -> NetdService:
     if os.geteuid() == 0 and account is None and not allowRoot:
         refuseRoot(config, options.stderr)
     foreground = bool(twistdOptions.get("nodaemon"))
-    return NetdService(
+    return rootClass(
         config,
         stderr=sys.stderr if foreground else None,
         account=account,
@@ -279,4 +304,5 @@ def makeService(options: Options) -> NetdService:
         ownedFiles=_filesForAccount(twistdOptions),
         handleSignals=True,
         hardening=True,
+        **extra,
     )

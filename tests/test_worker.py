@@ -1,0 +1,295 @@
+# -*- test-case-name: tests.test_worker -*-
+"""
+Tests for the worker side (L{netd.worker}): adopting sockets passed by the
+main process on loopback, reloading in place, the event pipe, the control
+pipe; and sockets passed by systemd getting netd's own port classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger, eventFromJSON, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from netd import listeners
+from netd.config import parseConfig
+from netd.daemon import NetdService
+from netd.sockets import TCPPort, UDPPort
+from netd.systemd import InheritedSockets
+from netd.transport import WriteThroughServer
+from netd.worker import ControlReader, EventPipe, WorkerService, servedConfig
+from tests.test_listeners import (
+    LOOPBACK,
+    DatagramCollector,
+    tcpExchange,
+    waitFor,
+)
+
+TCP = "echo/tcp:0:interface=127.0.0.1"
+UDP = "echo/udp:0:interface=127.0.0.1"
+CONFIG = (
+    '[services.echo]\ntype = "echo"\n'
+    'listen = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]\n'
+)
+CHAT = '[services.chat]\ntype = "chat"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+
+
+def boundSocket(kind: int) -> socket.socket:
+    """
+    @param kind: C{SOCK_STREAM} or C{SOCK_DGRAM}.
+    @return: A non-blocking socket on loopback, as the main process binds
+        them (listening, if a stream one).
+    """
+    skt = socket.socket(socket.AF_INET, kind)
+    skt.bind((LOOPBACK, 0))
+    if kind == socket.SOCK_STREAM:
+        skt.listen(50)
+    skt.setblocking(False)
+    return skt
+
+
+class AdoptionTests(TestCase):
+    """
+    A L{WorkerService} serving sockets bound by someone else, as a worker
+    serves the main process's.
+    """
+
+    def setUp(self) -> None:
+        self.tcp = boundSocket(socket.SOCK_STREAM)
+        self.udp = boundSocket(socket.SOCK_DGRAM)
+        self.addCleanup(self.tcp.close)
+        self.addCleanup(self.udp.close)
+
+    def worker(self, text: str = CONFIG, **sockets: int) -> WorkerService:
+        """
+        Start a worker on duplicates of the test's sockets (a worker closes
+        its inherited descriptors when it stops).
+
+        @param text: The configuration.
+        @param sockets: More listener names and descriptors.
+        @return: The started service.
+        """
+        given = {TCP: os.dup(self.tcp.fileno()), UDP: os.dup(self.udp.fileno())}
+        given.update(sockets)
+        service = WorkerService(
+            parseConfig(text, "netd.toml"), reactor, index=1, sockets=given
+        )
+        self.addCleanup(service.stopService)
+        service.startService()
+        return service
+
+    async def test_tcpEcho(self) -> None:
+        """
+        A passed TCP socket is served through a L{TCPPort}, whose
+        connections are L{WriteThroughServer}s, and is never bound again.
+        """
+        service = self.worker()
+        [instance] = service.serviceInstances()
+        tcpListener = [l for l in instance.listenerServices() if l.name == TCP][0]
+        self.assertIsInstance(tcpListener.port, TCPPort)
+        self.assertIs(tcpListener.port.transport, WriteThroughServer)
+        port = self.tcp.getsockname()[1]
+        self.assertEqual(tcpListener.boundPortNumber(), port)
+        result = await deferToThread(tcpExchange, LOOPBACK, port, b"adopted" * 100)
+        self.assertEqual(result.received, b"adopted" * 100)
+
+    async def test_udpEcho(self) -> None:
+        """
+        A passed UDP socket is served through a L{UDPPort}.
+        """
+        service = self.worker()
+        [instance] = service.serviceInstances()
+        udpListener = [l for l in instance.listenerServices() if l.name == UDP][0]
+        self.assertIsInstance(udpListener.port, UDPPort)
+        client = DatagramCollector()
+        clientPort = reactor.listenUDP(0, client, interface=LOOPBACK)
+        self.addCleanup(clientPort.stopListening)
+        client.transport.write(b"datagram", (LOOPBACK, self.udp.getsockname()[1]))
+        await waitFor(lambda: client.received, what="UDP echo")
+        self.assertEqual(client.received[0][0], b"datagram")
+
+    async def test_onlyGivenServices(self) -> None:
+        """
+        A worker builds only the services it was given every socket of: a
+        worker other than 0 does not run chat.
+        """
+        service = self.worker(CONFIG + CHAT)
+        self.assertEqual([i.name for i in service.serviceInstances()], ["echo"])
+        self.assertEqual([s.name for s in service.config.services], ["echo"])
+
+    async def test_reloadInPlace(self) -> None:
+        """
+        A reload from the main process applies the new settings on the same
+        sockets, without binding.
+        """
+        service = self.worker()
+        port = self.tcp.getsockname()[1]
+        self.assertTrue(
+            service.reloadFrom(
+                {
+                    "text": CONFIG + "[services.echo.limits]\nmax_sessions = 7\n",
+                    "source": "netd.toml",
+                    "sockets": dict(service.sockets),
+                    "ownPorts": [port],
+                }
+            )
+        )
+        [instance] = service.serviceInstances()
+        self.assertEqual(instance.context.policy.limits.maxSessions, 7)
+        self.assertIn(port, service.ownPorts)
+        result = await deferToThread(tcpExchange, LOOPBACK, port, b"after reload")
+        self.assertEqual(result.received, b"after reload")
+
+    async def test_stopClosesInherited(self) -> None:
+        """
+        Stopping closes the inherited descriptors too, so that the socket is
+        closed once every process let go of it.
+        """
+        service = self.worker()
+        inherited = {fd: os.fstat(fd).st_ino for fd in service.sockets.values()}
+        await service.stopService()
+        self.assertEqual(service.sockets, {})
+        for fd, inode in inherited.items():
+            try:
+                now = os.fstat(fd).st_ino
+            except OSError:
+                continue
+            # The number was reused by something else.
+            self.assertNotEqual(now, inode)
+
+    async def test_systemdSocketGetsTCPPort(self) -> None:
+        """
+        A stream socket passed by systemd is served through a L{TCPPort}
+        too (Twisted's C{adoptStreamPort} would make a plain C{tcp.Port}).
+        """
+        inherited = InheritedSockets([self.tcp.fileno()], ["e-tcp"])
+        self.patch(listeners, "inheritedSockets", lambda: inherited)
+        service = NetdService(
+            parseConfig(
+                '[services.echo]\ntype = "echo"\nlisten = ["systemd:e-tcp"]\n', "x"
+            )
+        )
+        self.addCleanup(service.stopService)
+        service.startService()
+        [listener] = service.serviceInstances()[0].listenerServices()
+        self.assertIsInstance(listener.port, TCPPort)
+        result = await deferToThread(
+            tcpExchange, LOOPBACK, self.tcp.getsockname()[1], b"systemd"
+        )
+        self.assertEqual(result.received, b"systemd")
+
+
+class ServedConfigTests(SynchronousTestCase):
+    """
+    L{servedConfig}.
+    """
+
+    def test_filter(self) -> None:
+        """
+        Only the services whose every listener has a socket remain.
+        """
+        config = parseConfig(CONFIG + CHAT, "x")
+        self.assertEqual(
+            [s.name for s in servedConfig(config, {TCP: 4, UDP: 5}).services],
+            ["echo"],
+        )
+        self.assertEqual([s.name for s in servedConfig(config, {TCP: 4}).services], [])
+
+
+class EventPipeTests(SynchronousTestCase):
+    """
+    L{EventPipe}: a worker's log events as JSON lines.
+    """
+
+    def test_lines(self) -> None:
+        """
+        Each event is one line that L{eventFromJSON} reads back; messages are
+        lines too.
+        """
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        self.addCleanup(os.close, write)
+        pipe = EventPipe(write)
+        Logger(observer=pipe).info("hello {who}", who="world\nwide")
+        pipe.send({"netdWorker": "ready"})
+        lines = os.read(read, 65536).split(b"\n")
+        self.assertEqual(lines[2], b"")
+        self.assertEqual(
+            formatEvent(eventFromJSON(lines[0].decode())), "hello world\nwide"
+        )
+        self.assertEqual(json.loads(lines[1]), {"netdWorker": "ready"})
+
+    def test_broken(self) -> None:
+        """
+        Once the main process is gone (the pipe is broken), events are
+        dropped without an error.
+        """
+        read, write = os.pipe()
+        self.addCleanup(os.close, write)
+        os.close(read)
+        pipe = EventPipe(write)
+        Logger(observer=pipe).info("lost")
+        self.assertTrue(pipe.broken)
+
+
+class FakeReactor(Clock):
+    """
+    A clock whose L{stop} is recorded.
+    """
+
+    stopped = 0
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+    def addReader(self, reader: Any) -> None:
+        pass
+
+    def removeReader(self, reader: Any) -> None:
+        pass
+
+    def removeWriter(self, writer: Any) -> None:
+        pass
+
+
+class ControlTests(SynchronousTestCase):
+    """
+    L{ControlReader}: commands from the main process, and its end.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        self.service = WorkerService(
+            parseConfig(CONFIG, "x"), self.reactor, sockets={TCP: 100, UDP: 101}
+        )
+        self.reloads: list[Any] = []
+        self.service.reloadFrom = self.reloads.append  # type: ignore[method-assign]
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        self.addCleanup(os.close, write)
+        self.control = ControlReader(read, self.service, self.reactor)
+
+    def test_reload(self) -> None:
+        """
+        A reload line, possibly in pieces, reloads the service.
+        """
+        self.control.dataReceived(b'{"command": "reload", "te')
+        self.assertEqual(self.reloads, [])
+        self.control.dataReceived(b'xt": "x"}\n')
+        self.assertEqual(self.reloads, [{"command": "reload", "text": "x"}])
+
+    def test_mainGone(self) -> None:
+        """
+        The end of the control pipe stops the worker (it drains).
+        """
+        self.service.running = True
+        self.control.connectionLost(Failure(Exception("EOF")))
+        self.assertEqual(self.reactor.stopped, 1)
