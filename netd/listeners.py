@@ -385,7 +385,13 @@ class StreamListenerService(ListenerService):
         @param family: Its address family.
         @return: The L{IListeningPort} (a L{netd.sockets.TCPPort} for TCP).
         """
-        return adoptStreamPort(self.context.reactor, fd, family, self.factory)
+        return adoptStreamPort(
+            self.context.reactor,
+            fd,
+            family,
+            self.factory,
+            shared=fd == self.passedFd,
+        )
 
     def _switchTo(self, port: Any) -> None:
         """

