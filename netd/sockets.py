@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import defer, tcp, udp
+from twisted.internet import defer, tcp, udp, unix
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.tcp import makeBinding
 from zope.interface import implementer
@@ -136,6 +136,28 @@ class SharedTCPPort(TCPPort):
         """
 
 
+class AdoptedUNIXPort(unix.Port):
+    """
+    A UNIX stream port on a socket bound by another process (systemd, or
+    netd's main process): closing it does not remove the socket's path.
+
+    Twisted's L{unix.Port} removes the path when it closes even if it
+    adopted the socket, so a worker that stopped (a retired generation, a
+    stop) would take the path away from the workers still serving it, and
+    from its owner, which removes it when it closes the socket itself.
+    """
+
+    def connectionLost(self, reason: Any) -> None:
+        """
+        Close the socket, leaving its path alone.
+
+        @param reason: Why.
+        """
+        if self.lockFile is not None:
+            self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+
 _CHECKED_HOSTS_MAX = 4096
 
 
@@ -207,7 +229,8 @@ def adoptStreamPort(
     Listen on a bound, listening stream socket, as
     L{IReactorSocket.adoptStreamPort
     <twisted.internet.interfaces.IReactorSocket.adoptStreamPort>} does, but
-    with a L{TCPPort} for TCP sockets.
+    with a L{TCPPort} for TCP sockets and an L{AdoptedUNIXPort} for UNIX
+    sockets.
 
     @param reactor: The reactor.
     @param fd: The descriptor, non-blocking; it is duplicated, not consumed.
@@ -217,6 +240,10 @@ def adoptStreamPort(
         L{SharedTCPPort} then).
     @return: The L{IListeningPort}.
     """
+    if family == socket.AF_UNIX:
+        unixPort = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+        unixPort.startListening()
+        return unixPort
     if family not in (socket.AF_INET, socket.AF_INET6):
         return reactor.adoptStreamPort(fd, family, factory)
     portClass = SharedTCPPort if shared else TCPPort

@@ -45,6 +45,7 @@ from netd.servicetype import ServiceContext
 
 CONTROL_FD = 0
 EVENTS_FD = 3
+EX_CONFIG = 78
 PR_SET_PDEATHSIG = 1
 
 
@@ -433,7 +434,15 @@ def main() -> None:
 
     from twisted.internet import reactor
 
-    config = parseConfig(header["text"], header["source"])
+    try:
+        config = parseConfig(header["text"], header["source"])
+    except ConfigError as e:
+        # Valid in the main process, not here: files it names (TLS keys and
+        # certificates) that the unprivileged worker cannot read.
+        for line in e.lines():
+            sys.stderr.write(f"netd worker: {line}\n")
+        sys.stderr.flush()
+        raise SystemExit(EX_CONFIG)
     service = WorkerService(
         config,
         reactor,

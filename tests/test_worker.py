@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 from typing import Any
 
 from twisted.internet import reactor
@@ -299,3 +301,43 @@ class ControlTests(SynchronousTestCase):
         self.service.running = True
         self.control.connectionLost(Failure(Exception("EOF")))
         self.assertEqual(self.reactor.stopped, 1)
+
+
+class UNIXAdoptionTests(TestCase):
+    """
+    A UNIX stream socket passed by the main process.
+    """
+
+    async def test_pathKept(self) -> None:
+        """
+        A worker serves a passed UNIX socket, and stopping leaves its path
+        in place (the main process, which bound it, removes it).
+        """
+        directory = tempfile.mkdtemp(prefix="netd-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "echo.sock")
+        skt = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(skt.close)
+        skt.bind(path)
+        skt.listen(5)
+        skt.setblocking(False)
+        service = WorkerService(
+            parseConfig(
+                f'[services.echo]\ntype = "echo"\nlisten = ["unix:{path}"]\n', "x"
+            ),
+            reactor,
+            sockets={f"echo/unix:{path}": os.dup(skt.fileno())},
+        )
+        service.startService()
+
+        def exchange() -> bytes:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(10)
+                client.connect(path)
+                client.sendall(b"over unix")
+                client.shutdown(socket.SHUT_WR)
+                return b"".join(iter(lambda: client.recv(100), b""))
+
+        self.assertEqual(await deferToThread(exchange), b"over unix")
+        await service.stopService()
+        self.assertTrue(os.path.exists(path))
