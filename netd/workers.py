@@ -644,16 +644,30 @@ class Supervisor:
         process = WorkerProtocol(self, slot, header)
         childFDs: dict[int, Any] = {CONTROL_FD: "w", 1: "r", 2: "r", EVENTS_FD: "r"}
         childFDs.update(childSockets)
-        slot.process = process
         slot.ready = False
         slot.startedAt = self.reactor.seconds()
-        self.reactor.spawnProcess(
-            process,
-            self.command[0],
-            self.command + [str(slot.index)],
-            env=self.environ,
-            childFDs=childFDs,
-        )
+        try:
+            self.reactor.spawnProcess(
+                process,
+                self.command[0],
+                self.command + [str(slot.index)],
+                env=self.environ,
+                childFDs=childFDs,
+            )
+        except OSError as e:
+            delay = slot.delay
+            slot.delay = min(self.maxDelay, delay * 2)
+            self._log.error(
+                "cannot start worker {worker} ({command}: {error}; the interpreter "
+                "must be executable by the user netd runs as); retrying in {delay:g}s",
+                worker=slot.index,
+                command=self.command[0],
+                error=e.strerror or str(e),
+                delay=delay,
+            )
+            slot.restartCall = self.reactor.callLater(delay, self._spawn, slot)
+            return
+        slot.process = process
         self._log.info(
             "worker {worker} started (pid {pid})",
             worker=slot.index,

@@ -831,3 +831,35 @@ class SupervisorServiceTests(TestCase):
         self.assertTrue(os.path.exists(log))
         self.assertIn(log, service.ownedFiles)
         self.assertIn(log, service._handedOver)
+
+
+class SpawnFailureTests(SynchronousTestCase):
+    """
+    A worker that cannot even be started.
+    """
+
+    def test_retried(self) -> None:
+        """
+        An error from C{spawnProcess} (an interpreter the service user cannot
+        run) is logged with the fix and retried with the back-off.
+        """
+        processes = ProcessReactor()
+        failures = [PermissionError(13, "Permission denied")]
+        spawn = processes.spawnProcess
+
+        def failOnce(*args: Any, **kwargs: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return spawn(*args, **kwargs)
+
+        processes.spawnProcess = failOnce  # type: ignore[method-assign]
+        events: list[dict[str, Any]] = []
+        supervisor = Supervisor(processes, ["python"], {}, events.append)
+        supervisor._log = Logger(observer=events.append)
+        supervisor.start(makePlan(1))
+        [error] = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+        self.assertIn("cannot start worker 0 (python: Permission denied", error)
+        self.assertIn("retrying in 0.5s", error)
+        self.assertEqual(processes.spawned, [])
+        processes.advance(0.5)
+        self.assertEqual(len(processes.spawned), 1)
