@@ -485,6 +485,83 @@ class SafetyTests(SynchronousTestCase):
             )
             self.assertFalse(mallory.closed)
 
+    def test_manyLinesInOneChunk(self) -> None:
+        """
+        A chunk of thousands of lines, split at arbitrary points (inside
+        C{\r\n} too), is read line by line, in order, none lost.
+        """
+        lines = [f"line {i}" for i in range(3000)]
+        data = "".join(line + "\r\n" for line in lines).encode("ascii")
+        for cuts in ((), (1, 65536), (7, 40001, 40002)):
+            chat = ChatHarness(
+                self, flood_lines_burst=10_000, flood_bytes_burst=1_000_000
+            )
+            mallory = chat.join("mallory")
+            alice = chat.join("alice")
+            start = 0
+            for cut in (*cuts, len(data)):
+                mallory.send(data[start:cut])
+                start = cut
+            self.assertEqual(alice.received(), ["<mallory> " + l for l in lines])
+
+    def test_unfinishedLongLineRefusedAtOnce(self) -> None:
+        """
+        An unfinished line already longer than C{max_line_length} is refused
+        before it ends and not buffered; the rest of it is skipped and the
+        next line is read.
+        """
+        chat = ChatHarness(self, max_line_length=100)
+        mallory = chat.join("mallory")
+        alice = chat.join("alice")
+        mallory.send(b"x" * 102)
+        self.assertEqual(
+            mallory.received(), ["*** line refused: longer than 100 bytes"]
+        )
+        self.assertEqual(mallory.protocol._buffer, b"")
+        mallory.send(b"y" * 5000)
+        mallory.send(b"zz\nhello\n")
+        self.assertEqual(alice.received(), ["<mallory> hello"])
+        self.assertEqual(mallory.received(), [])
+
+    def test_linesAfterQuitAreNotRead(self) -> None:
+        """
+        Lines in the same chunk after C{/quit} are not relayed.
+        """
+        chat = ChatHarness(self)
+        mallory = chat.join("mallory")
+        alice = chat.join("alice")
+        mallory.send(b"first\n/quit bye\nsecond\nthird\n")
+        lines = alice.received()
+        self.assertIn("<mallory> first", lines)
+        self.assertNotIn("<mallory> second", lines)
+        self.assertTrue(mallory.closed)
+
+    def test_bytesArrivingWhileReadingAreRead(self) -> None:
+        """
+        Bytes handed to C{dataReceived} while it is handling a line (a
+        re-entrant call) are read after the lines before them, in order.
+        """
+        chat = ChatHarness(self)
+        mallory = chat.join("mallory")
+        alice = chat.join("alice")
+        protocol = mallory.protocol
+        session = protocol.session
+        assert session is not None
+        original = session.linesReceived
+        fed = []
+
+        def linesReceived(lines: list[bytes]) -> None:
+            original(lines)
+            if not fed:
+                fed.append(lines)
+                protocol.dataReceived(b"inner\n")
+
+        session.linesReceived = linesReceived  # type: ignore[method-assign]
+        mallory.send(b"one\ntwo\n")
+        self.assertEqual(
+            alice.received(), ["<mallory> one", "<mallory> two", "<mallory> inner"]
+        )
+
     def test_longestLineAccepted(self) -> None:
         """
         A line of exactly C{max_line_length} bytes (with or without C{\\r})

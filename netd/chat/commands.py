@@ -407,6 +407,73 @@ class ChatSession:
             return
         self._run(text)
 
+    def linesReceived(self, lines: list[bytes]) -> None:
+        """
+        Handle lines that arrived together, as L{lineReceived} would one by
+        one, with flood control charged once for all of them.
+
+        When the buckets hold enough tokens for every line, taking them at
+        once is what taking them line by line would do (no time passes in
+        between); then plain messages are published directly, and anything
+        else (a command, a nickname, a line while the hub is busy) takes
+        L{lineReceived}'s path after the flood check. Otherwise each line
+        goes through L{lineReceived}, so that refusals are exactly the same.
+
+        @param lines: The lines, each without its line ending and at most
+            C{max_line_length} bytes.
+        """
+        if self.closed or not lines:
+            return
+        now = self._clock()
+        elapsed = now - self._stamp
+        tokens = self._lineTokens + elapsed * self._lineRate
+        if tokens > self._lineBurst:
+            tokens = self._lineBurst
+        data = self._byteTokens + elapsed * self._byteRate
+        if data > self._byteBurst:
+            data = self._byteBurst
+        count = len(lines)
+        size = sum(map(len, lines)) + count
+        if tokens < count or data < size:
+            for line in lines:
+                self.lineReceived(line)
+                if self.closed:
+                    return
+            return
+        self._stamp = now
+        self._lineTokens = tokens - count
+        self._byteTokens = data - size
+        self.refusals = 0
+        server = self.server
+        hub = server.hub
+        logMessages = server.settings.logMessages
+        for line in lines:
+            text = sanitise(decode(line)).rstrip()
+            if not text:
+                continue
+            if (
+                text[0] != "/"
+                and self._busy is None
+                and self.nick is not None
+                and self.room is not None
+            ):
+                event = ChatEvent(
+                    MESSAGE, "#" + self.room, self.nick, text, self.memberId, now
+                )
+                if logMessages:
+                    self._logMessage(event)
+                hub.publish(self.room, event)
+                continue
+            if self._busy is not None:
+                if len(self._queue) >= MAX_QUEUED_LINES:
+                    self.notice("line refused: too many lines waiting")
+                else:
+                    self._queue.append(text)
+                continue
+            self._run(text)
+            if self.closed:
+                return
+
     def _run(self, text: str) -> None:
         """
         Handle a line now; if it waits for the hub, hold the following ones.
