@@ -49,7 +49,7 @@ SETTLE = 0.3
 INSTALL_TIMEOUT = 600
 
 # Idle sessions held open for the RSS row.
-IDLE_SESSIONS = 5000
+IDLE_SESSIONS = 10000
 IDLE_DEADLINE = 120.0
 
 # Chat fan-out: clients, senders and the offered rate (lines per second in
@@ -91,6 +91,8 @@ httpBench = loadSibling("http_bench")
 # Columns: key for --peers, heading.
 PEERS = {
     "netd": "netd",
+    "netd-2w": "netd, 2 workers",
+    "netd-log": "netd, access log on",
     "c-epoll": "C epoll",
     "uvloop": "uvloop",
     "asyncio": "asyncio",
@@ -102,8 +104,12 @@ PEERS = {
     "ncat": "ncat --chat",
 }
 
-ECHO_PEERS = ("netd", "c-epoll", "uvloop", "asyncio", "twisted", "twistd-inetd")
-ECHO_PEERS += ("xinetd",)
+ECHO_PEERS = ("netd", "netd-2w", "c-epoll", "uvloop", "asyncio", "twisted")
+ECHO_PEERS += ("twistd-inetd", "xinetd")
+HTTP_PEERS = ("netd", "netd-2w", "netd-log", "nginx", "twistd-web")
+# Columns that are netd itself, set up differently: compared with netd in a
+# table of their own, not in the "netd ÷ peer" one.
+NETD_VARIANTS = ("netd-2w", "netd-log")
 
 # Rows: key for --only, label, the peers it applies to, how to format a figure.
 ROWS = {
@@ -112,11 +118,11 @@ ROWS = {
     "udp-echo": ("UDP echo, 8 senders, 64 B, dgram/s", ECHO_PEERS),
     "http-1k": (
         f"HTTP 1 KiB, wrk -t1 -c{HTTP_CONNECTIONS}, req/s",
-        ("netd", "nginx", "twistd-web"),
+        HTTP_PEERS,
     ),
     "http-1m": (
         f"HTTP 1 MiB, wrk -t1 -c{HTTP_CONNECTIONS}, MiB/s",
-        ("netd", "nginx", "twistd-web"),
+        HTTP_PEERS,
     ),
     "chat": (
         f"chat fan-out, {CHAT_CLIENTS} clients, {CHAT_SENDERS} sender, deliveries/s",
@@ -510,14 +516,17 @@ def echoServer(
         raise Unavailable(tools.missing[peer])
     python = sys.executable
     port, other = runBench.freePorts(2)
-    if peer == "netd":
-        config = os.path.join(directory, f"netd-echo-{port}.toml")
+    if peer in ("netd", "netd-2w"):
+        config = os.path.join(directory, f"{peer}-echo-{port}.toml")
+        workers = "workers = 2" if peer == "netd-2w" else ""
         with open(config, "w") as f:
             f.write(
-                NETD_ECHO_CONFIG.format(allowRoot=allowRootLine(), port=port, host=HOST)
+                NETD_ECHO_CONFIG.format(
+                    allowRoot=allowRootLine() + "\n" + workers, port=port, host=HOST
+                )
             )
         command = [python, TWISTD, "-n", "--pidfile=", "netd", "--config", config]
-        return "netd", command, port, True
+        return peer, command, port, True
     if peer == "c-epoll":
         return "c-epoll", [tools.epollEcho, str(port)], port, True
     if peer in ("uvloop", "asyncio"):
@@ -711,7 +720,7 @@ def ratioTable(results: Results, rows: Sequence[str], peers: Sequence[str]) -> s
     @return: the Markdown table of netd's figure divided by each peer's,
         within each repetition, as median (min–max).
     """
-    others = [p for p in peers if p != "netd"]
+    others = [p for p in peers if p != "netd" and p not in NETD_VARIANTS]
     lines = []
     for row in rows:
         label, _ = ROWS[row]
@@ -728,6 +737,31 @@ def ratioTable(results: Results, rows: Sequence[str], peers: Sequence[str]) -> s
             cells.append(spread(ratios, lambda r: f"{r:.2f}") if ratios else "")
         lines.append(cells)
     return markdown(["netd ÷ peer"] + [PEERS[p] for p in others], lines)
+
+
+def variantsTable(results: Results, rows: Sequence[str], peers: Sequence[str]) -> str:
+    """
+    @return: the Markdown table of netd set up differently (two workers,
+        access log on) divided by plain netd (one worker, no access log),
+        within each repetition, as median (min–max); or C{""} if no row
+        has both.
+    """
+    variants = [p for p in peers if p in NETD_VARIANTS]
+    lines = []
+    for row in rows:
+        netd = results.figures.get(row, {}).get("netd")
+        cells = [
+            ROWS[row][0] + (" (lower is better)" if row in LOWER_IS_BETTER else "")
+        ]
+        for peer in variants:
+            values = results.figures.get(row, {}).get(peer)
+            ratios = [v / n for n, v in zip(netd or [], values or []) if n]
+            cells.append(spread(ratios, lambda r: f"{r:.2f}") if ratios else "")
+        if any(cells[1:]):
+            lines.append(cells)
+    if not lines:
+        return ""
+    return markdown(["variant ÷ netd"] + [PEERS[p] for p in variants], lines)
 
 
 # ----------------------------------------------------------------------------
@@ -891,6 +925,9 @@ def httpRows(
     }
     builders = {
         "netd": lambda: httpBench.netdServer(work, root, serverCPU),
+        # Two workers are not pinned: they share both CPUs with wrk.
+        "netd-2w": lambda: httpBench.netdServer(work, root, None, workers=2),
+        "netd-log": lambda: httpBench.netdServer(work, root, serverCPU, True),
         "nginx": lambda: httpBench.nginxServer(work, root, serverCPU),
         "twistd-web": lambda: httpBench.twistdWebServer(work, root, serverCPU),
     }
@@ -1098,6 +1135,10 @@ def main(argv: Sequence[str]) -> None:
     if "netd" in used and len(used) > 1:
         print()
         print(ratioTable(results, rows, used))
+        variants = variantsTable(results, rows, used)
+        if variants:
+            print()
+            print(variants)
     if results.footnotes:
         print()
         for number, footnote in enumerate(results.footnotes, 1):

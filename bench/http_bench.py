@@ -149,17 +149,20 @@ class Server:
 
 
 def netdServer(
-    work: str, root: str, cpu: int | None, accessLog: bool = False
+    work: str, root: str, cpu: int | None, accessLog: bool = False, workers: int = 1
 ) -> Server:
     """
     @param work: A scratch directory.
     @param root: The document root.
     @param cpu: The CPU to pin to.
     @param accessLog: Whether to write a Combined Log Format file.
+    @param workers: netd's C{workers} setting.
     @return: netd's http service, access log off unless asked.
     """
     port = freePort()
     name = "netd-log" if accessLog else "netd"
+    if workers != 1:
+        name += f"-{workers}w"
     config = os.path.join(work, f"{name}.toml")
     allowRoot = os.geteuid() == 0 and _netdHasAllowRoot()
     log = f'access_log_file = "{os.path.join(work, "access.log")}"\n'
@@ -167,6 +170,7 @@ def netdServer(
         f.write(
             "[netd]\n"
             + ("allow_root = true\n" if allowRoot else "")
+            + (f"workers = {workers}\n" if workers != 1 else "")
             + '[services.www]\ntype = "http"\n'
             + f'listen = ["tcp:{port}:interface=127.0.0.1:backlog=1024"]\n'
             + f'root = "{root}"\n'
