@@ -102,6 +102,8 @@ class Options(usage.Options):
         "a worker that dies, passes SIGHUP and SIGTERM on, and logs for them "
         "all; chat services (and http services mounting one) run in worker 0 "
         "only, and session limits apply per worker. "
+        "netd runs on its own epoll reactor (netd.reactor; twistd --reactor "
+        "epoll netd keeps Twisted's). "
         "Logs: log_file/log_format/log_syslog in [netd]; with "
         "twistd --logger netd.logsetup.observer the configuration alone "
         "decides; twistd --logger netd.logs.json for JSON on stdout. Exit "
