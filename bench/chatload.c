@@ -205,16 +205,6 @@ static int run(const char *host, int port, int nclients, int senders,
         long long t = now();
         if (t >= stop)
             break;
-        while (rate > 0 && senders > 0 && t >= next && next < windowEnd) {
-            Conn *c = &conns[k % senders];
-            int n = snprintf(line, sizeof line, "M %lld ", t);
-            memset(line + n, 'x', LINE_BYTES - 1 - n);
-            line[LINE_BYTES - 1] = '\n';
-            queue(c, line, LINE_BYTES);
-            ADD(sent, 1);
-            k++;
-            next = start + (long long)(k * interval);
-        }
         long long wait = (next > t && next < windowEnd) ? (next - t) / 1000000 : 1;
         if (wait > 5)
             wait = 5;
@@ -236,6 +226,20 @@ static int run(const char *host, int port, int nclients, int senders,
                     break;
                 die("recv");
             }
+        }
+        /* Lines due now are stamped just before they are sent, after the
+         * deliveries above were read, so that the time spent reading them
+         * is not counted as the server's latency. */
+        t = now();
+        while (rate > 0 && senders > 0 && t >= next && next < windowEnd) {
+            Conn *c = &conns[k % senders];
+            int m = snprintf(line, sizeof line, "M %lld ", t);
+            memset(line + m, 'x', LINE_BYTES - 1 - m);
+            line[LINE_BYTES - 1] = '\n';
+            queue(c, line, LINE_BYTES);
+            ADD(sent, 1);
+            k++;
+            next = start + (long long)(k * interval);
         }
         for (int i = 0; i < senders && i < nclients; i++)
             if (conns[i].outLen)
