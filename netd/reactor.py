@@ -42,11 +42,13 @@ def _logPrefix(selectable: Any) -> str:
     A selectable's C{logPrefix}, as L{log.callWithLogger} would find it.
 
     @param selectable: An L{IReadDescriptor}.
-    @return: Its prefix, or a placeholder if asking for it failed.
+    @return: Its prefix, or a placeholder if asking for it failed (logged,
+        as L{log.callWithLogger} logs it).
     """
     try:
         return selectable.logPrefix()
     except BaseException:
+        log.err(system="(buggy logPrefix method)")
         return "(buggy logPrefix method)"
 
 
@@ -87,7 +89,11 @@ class NetdEPollReactor(epollreactor.EPollReactor):
                 log.callWithLogger(selectable, doReadOrWrite, selectable, fd, event)
                 continue
             logContext = base.copy()
-            logContext["system"] = _logPrefix(selectable)
+            # _logPrefix, written out: this loop runs once per read.
+            try:
+                logContext["system"] = selectable.logPrefix()
+            except BaseException:
+                logContext["system"] = _logPrefix(selectable)
             stack.append({ILogContext: logContext})
             try:
                 if selectable.fileno() == -1:

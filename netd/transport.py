@@ -15,9 +15,10 @@ to Twisted's own buffering, so every transport contract stays Twisted's.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from errno import EWOULDBLOCK
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 
 
 def sendBufferEmpty(transport: Any) -> bool:
@@ -79,6 +80,26 @@ class WriteThroughServer(tcp.Server):
                 or (self.streamingProducer and not self.producerPaused)
             )
         )
+
+    def doRead(self) -> Any:
+        """
+        Read what the socket has and hand it to the protocol.
+
+        L{tcp.Connection.doRead} followed by its C{_dataReceived}, in one
+        method: one Python call less on every read.
+
+        @return: L{None}, or why the connection is lost.
+        """
+        try:
+            data = self.socket.recv(self.bufferSize)
+        except OSError as se:
+            if se.args[0] == EWOULDBLOCK:
+                return None
+            return main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.protocol.dataReceived(data)
+        return None
 
     def write(self, data: bytes) -> None:
         """

@@ -246,6 +246,32 @@ class DoPollTests(SynchronousTestCase):
             selectable.calls, ["doRead", "connectionLost:ZeroDivisionError"]
         )
 
+    def test_logContextIsTheSelectablesPrefix(self) -> None:
+        """
+        While C{doRead} runs, the legacy log context's C{system} is the
+        selectable's C{logPrefix}, as under Twisted's C{callWithLogger}; a
+        C{logPrefix} that raises is logged and replaced by a placeholder.
+        """
+        from twisted.python import context
+        from twisted.python.log import ILogContext
+
+        seen: list[str] = []
+        selectable = FakeSelectable()
+        selectable.doRead = lambda: seen.append(  # type: ignore[method-assign]
+            context.get(ILogContext)["system"]
+        )
+        self.poll(selectable, EPOLLIN)
+        self.assertEqual(seen, ["FakeSelectable"])
+
+        def broken() -> str:
+            raise ValueError("no prefix")
+
+        selectable.logPrefix = broken  # type: ignore[method-assign]
+        self.poll(selectable, EPOLLIN)
+        self.assertEqual(seen, ["FakeSelectable", "(buggy logPrefix method)"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(context.get(ILogContext)["system"], "-")
+
     def test_lostDescriptorIsNotRead(self) -> None:
         """
         A selectable whose C{fileno} is -1 is disconnected without a read.

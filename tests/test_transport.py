@@ -192,6 +192,20 @@ class FakeSocket:
         """
         return -1
 
+    incoming: list[bytes | BaseException] = []
+
+    def recv(self, size: int) -> bytes:
+        """
+        Return or raise the next item of C{incoming}.
+
+        @param size: The most bytes to return.
+        @return: The bytes.
+        """
+        item = self.incoming.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item[:size]
+
     def send(self, data: Any) -> int:
         """
         Take bytes as the script says.
@@ -408,6 +422,30 @@ class WriteThroughUnitTests(SynchronousTestCase):
         self.assertRaises(TypeError, server.write, "text")
         self.assertRaises(TypeError, server.writeSequence, [b"a", "text"])
         self.assertEqual(skt.sent, [])
+
+    def test_doReadDeliversAndReportsEnds(self) -> None:
+        """
+        C{doRead} hands what C{recv} returns to the protocol, and reports an
+        empty read as a clean close, C{EAGAIN} as nothing, and any other
+        error as a lost connection, as Twisted's C{doRead} does.
+        """
+        from twisted.internet import main
+
+        server, skt, memory = self.makeServer()
+        received: list[bytes] = []
+        server.protocol.dataReceived = received.append  # type: ignore[method-assign]
+        skt.incoming = [
+            b"ping",
+            OSError(errno.EAGAIN, "again"),
+            OSError(errno.ECONNRESET, "reset"),
+            b"",
+        ]
+        self.assertIsNone(server.doRead())
+        self.assertEqual(received, [b"ping"])
+        self.assertIsNone(server.doRead())
+        self.assertIs(server.doRead(), main.CONNECTION_LOST)
+        self.assertIs(server.doRead(), main.CONNECTION_DONE)
+        self.assertEqual(received, [b"ping"])
 
     def test_sendBufferEmpty(self) -> None:
         """
