@@ -54,7 +54,17 @@ class WriteThroughServer(tcp.Server):
     is still paused when the buffered bytes exceed C{bufferSize}, which is
     what L{FileDescriptor._maybePauseProducer
     <twisted.internet.abstract.FileDescriptor._maybePauseProducer>} measures.
+
+    It also counts the bytes it reads and is given to write, so that a
+    session wrapper can take its byte counts from here instead of standing
+    in the way of every chunk (L{netd.sessions.Session}).
+
+    @ivar bytesIn: Bytes read from the socket.
+    @ivar bytesOut: Bytes given to L{write} and L{writeSequence}.
     """
+
+    bytesIn = 0
+    bytesOut = 0
 
     def _canWriteThrough(self) -> bool:
         """
@@ -98,6 +108,7 @@ class WriteThroughServer(tcp.Server):
             return main.CONNECTION_LOST
         if not data:
             return main.CONNECTION_DONE
+        self.bytesIn += len(data)
         self.protocol.dataReceived(data)
         return None
 
@@ -140,10 +151,12 @@ class WriteThroughServer(tcp.Server):
             except OSError:
                 pass
             else:
+                self.bytesOut += sent
                 if sent == len(data):
                     return
                 data = data[sent:]
         super().write(data)
+        self.bytesOut += len(data)
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         """
@@ -157,4 +170,7 @@ class WriteThroughServer(tcp.Server):
                 self.write(b"".join(chunks))
                 return
             iovec = chunks
+        else:
+            iovec = list(iovec)
         super().writeSequence(iovec)
+        self.bytesOut += sum(map(len, iovec))

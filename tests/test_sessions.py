@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 from twisted.protocols import wire
 from twisted.python.failure import Failure
@@ -20,7 +20,9 @@ from netd.config import Limits
 from netd.services.echo import Echo
 from netd.sessions import Session, SessionFactory, describePeer
 from netd.servicetype import ServiceContext
+from netd.transport import WriteThroughServer
 from tests.support import makeContext
+from tests.test_transport import FakeSocket
 
 
 class SessionTestCase(SynchronousTestCase):
@@ -278,3 +280,93 @@ class DescribePeerTests(SynchronousTestCase):
             describePeer(UNIXAddress(b"/run/netd.sock")), "unix:/run/netd.sock"
         )
         self.assertEqual(describePeer(UNIXAddress(None)), "unix:unnamed")
+
+
+class DirectSessionTests(SessionTestCase):
+    """
+    On netd's own TCP transport, a session without a byte limit steps out
+    of the data path and takes its counts from the transport.
+    """
+
+    def connectOver(
+        self, factory: SessionFactory
+    ) -> tuple[Session, WriteThroughServer, FakeSocket]:
+        """
+        Open a session over a L{WriteThroughServer} on a fake socket.
+
+        @return: The session, its transport and the socket.
+        """
+        peer = IPv4Address("TCP", "192.0.2.1", 40000)
+        session = factory.buildProtocol(peer)
+        assert session is not None
+        skt = FakeSocket()
+        transport = WriteThroughServer(
+            skt, session, ("192.0.2.1", 40000), None, 0, MemoryReactorClock()  # type: ignore[arg-type]
+        )
+        session.makeConnection(transport)
+        return session, transport, skt
+
+    def test_chunksSkipTheSession(self) -> None:
+        """
+        The transport hands chunks straight to the service's protocol, and
+        the protocol's writes go straight to the transport; the session
+        still reports the bytes and logs its event.
+        """
+        session, transport, skt = self.connectOver(self.makeFactory())
+        echo = session.wrappedProtocol
+        self.assertEqual(transport.protocol.dataReceived, echo.dataReceived)
+        self.assertEqual(echo.transport.write, transport.write)
+        skt.incoming = [b"hello", b"there!"]
+        transport.doRead()
+        transport.doRead()
+        self.assertEqual(b"".join(skt.sent), b"hellothere!")
+        self.assertEqual((session.bytesIn, session.bytesOut), (11, 11))
+        session.connectionLost(Failure(ConnectionDone()))
+        [event] = self.events
+        self.assertEqual((event["bytesIn"], event["bytesOut"]), (11, 11))
+        self.assertEqual(self.context.counters.bytesOut, 11)
+
+    def test_bytesSentAroundTheTransportAreAdded(self) -> None:
+        """
+        Bytes a protocol sends itself (C{sendfile}) and adds to
+        C{bytesOut} are counted with the transport's.
+        """
+        session, transport, skt = self.connectOver(self.makeFactory())
+        session.wrappedProtocol.transport.write(b"head")
+        session.bytesOut += 1000
+        self.assertEqual(session.bytesOut, 1004)
+        session.wrappedProtocol.transport.writeSequence([b"a", b"b"])
+        self.assertEqual(session.bytesOut, 1006)
+
+    def test_idleTimeoutSeesTheTransportsCounts(self) -> None:
+        """
+        The idle check reads the transport's counts: traffic keeps a
+        session open, silence closes it.
+        """
+        session, transport, skt = self.connectOver(
+            self.makeFactory(Limits(idleTimeout=8))
+        )
+        clock = self.context.reactor
+        for _ in range(6):
+            clock.advance(2)
+            skt.incoming = [b"x"]
+            transport.doRead()
+        self.assertIsNone(session.closeReason)
+        for _ in range(6):
+            clock.advance(2)
+        self.assertEqual(session.closeReason, "idle timeout")
+
+    def test_byteLimitKeepsTheSessionInThePath(self) -> None:
+        """
+        With C{max_bytes}, every chunk goes through the session, which
+        enforces the limit.
+        """
+        session, transport, skt = self.connectOver(
+            self.makeFactory(Limits(maxBytes=10))
+        )
+        self.assertEqual(transport.protocol.dataReceived, session.dataReceived)
+        skt.incoming = [b"12345", b"678901"]
+        transport.doRead()
+        transport.doRead()
+        self.assertEqual(session.closeReason, "maximum session bytes reached")
+        self.assertEqual(b"".join(skt.sent), b"12345")
