@@ -562,7 +562,8 @@ class KeepAliveTests(HTTPTestCase):
 
 class ConditionalTests(HTTPTestCase):
     """
-    ETag/If-None-Match and Last-Modified/If-Modified-Since.
+    ETag/If-None-Match and Last-Modified/If-Modified-Since; If-Match and
+    If-Unmodified-Since.
     """
 
     def test_ifNoneMatch(self) -> None:
@@ -604,6 +605,60 @@ class ConditionalTests(HTTPTestCase):
             )
         )
         self.assertEqual(response.status, 200)
+
+    def test_ifMatch(self) -> None:
+        """
+        C{If-Match} with the current tag (alone, in a list, or C{*}) lets
+        the request through; any other tag, or a weak one (strong
+        comparison), answers C{412} without the file, and keeps the
+        connection open.
+        """
+        etag = self.one(get("/small.html")).header("etag")
+        for value in (etag, f'"x", {etag}', "*"):
+            response = self.one(get("/small.html", f"If-Match: {value}"))
+            self.assertEqual(response.status, 200, value)
+            self.assertEqual(response.body, SMALL)
+        for value in ('"other"', f"W/{etag}"):
+            response = self.one(get("/small.html", f"If-Match: {value}"))
+            self.assertEqual(response.status, 412, value)
+            self.assertNotIn(SMALL, response.raw)
+            self.assertNotEqual(response.header("connection"), "close")
+
+    def test_ifUnmodifiedSince(self) -> None:
+        """
+        C{If-Unmodified-Since} before the modification time answers C{412};
+        at or after it, the file; an invalid date is ignored; C{If-Match}
+        wins when both are present; a failed precondition wins over
+        C{If-None-Match} and C{Range}.
+        """
+        mtime = int(os.stat(os.path.join(self.root, "small.html")).st_mtime)
+        etag = self.one(get("/small.html")).header("etag")
+        cases = [
+            (httpDate(mtime - 1), 412),
+            (httpDate(mtime), 200),
+            (httpDate(mtime + 10), 200),
+            ("yesterday", 200),
+        ]
+        for value, status in cases:
+            response = self.one(get("/small.html", f"If-Unmodified-Since: {value}"))
+            self.assertEqual(response.status, status, value)
+        both = self.one(
+            get(
+                "/small.html",
+                f"If-Match: {etag}",
+                f"If-Unmodified-Since: {httpDate(mtime - 1)}",
+            )
+        )
+        self.assertEqual(both.status, 200)
+        failed = self.one(
+            get(
+                "/small.html",
+                'If-Match: "other"',
+                f"If-None-Match: {etag}",
+                "Range: bytes=0-9",
+            )
+        )
+        self.assertEqual(failed.status, 412)
 
     def test_changeSeenAfterTTL(self) -> None:
         """

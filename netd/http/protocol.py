@@ -70,7 +70,9 @@ from netd.http.responses import (
     STATUS_LINES,
     UNSATISFIABLE,
     etagMatches,
+    etagMatchesStrongly,
     ifRangeHolds,
+    modifiedSince,
     notModifiedSince,
     parseRange,
 )
@@ -112,6 +114,8 @@ _USER_AGENT = 7
 _CONTENT_LENGTH = 8
 _TRANSFER_ENCODING = 9
 _EXPECT = 10
+_IF_MATCH = 11
+_IF_UNMODIFIED_SINCE = 12
 _FIELDS = {
     b"host": _HOST,
     b"range": _RANGE,
@@ -123,6 +127,8 @@ _FIELDS = {
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"expect": _EXPECT,
+    b"if-match": _IF_MATCH,
+    b"if-unmodified-since": _IF_UNMODIFIED_SINCE,
 }
 
 
@@ -161,6 +167,8 @@ class Request:
     host = b""
     range: bytes | None = None
     ranges = 0
+    ifMatch: bytes | None = None
+    ifUnmodifiedSince: bytes | None = None
     ifNoneMatch: bytes | None = None
     ifModifiedSince: bytes | None = None
     ifRange: bytes | None = None
@@ -385,6 +393,10 @@ class HTTPConnection(Protocol):
             )
         elif field == _IF_MODIFIED_SINCE:
             req.ifModifiedSince = value
+        elif field == _IF_MATCH:
+            req.ifMatch = value if req.ifMatch is None else req.ifMatch + b"," + value
+        elif field == _IF_UNMODIFIED_SINCE:
+            req.ifUnmodifiedSince = value
         elif field == _IF_RANGE:
             req.ifRange = value
         elif field == _REFERER:
@@ -604,7 +616,12 @@ class HTTPConnection(Protocol):
         self, req: Request, entry: FileEntry, path: bytes, retry: bool = True
     ) -> None:
         """
-        Answer with a file: C{200}, C{206}, C{304} or C{416}.
+        Answer with a file: C{200}, C{206}, C{304}, C{412} or C{416}.
+
+        Preconditions are evaluated in the order of RFC 9110 13.2.2:
+        C{If-Match} (else C{If-Unmodified-Since}) fails with C{412};
+        C{If-None-Match} (else C{If-Modified-Since}) answers C{304};
+        C{If-Range} decides whether C{Range} applies.
 
         @param req: The request.
         @param entry: The file.
@@ -614,6 +631,14 @@ class HTTPConnection(Protocol):
         """
         factory = self.factory
         close = self._mustClose(req)
+        if req.ifMatch is not None:
+            if not etagMatchesStrongly(req.ifMatch, entry.etag):
+                self._error(req, 412)
+                return
+        elif req.ifUnmodifiedSince is not None:
+            if modifiedSince(req.ifUnmodifiedSince, entry.mtime):
+                self._error(req, 412)
+                return
         if req.ifNoneMatch is not None:
             notModified = etagMatches(req.ifNoneMatch, entry.etag)
         elif req.ifModifiedSince is not None:

@@ -26,6 +26,7 @@ STATUS_REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    412: "Precondition Failed",
     413: "Content Too Large",
     414: "URI Too Long",
     416: "Range Not Satisfiable",
@@ -168,6 +169,33 @@ def etagMatches(header: bytes, etag: bytes) -> bool:
         if candidate == etag:
             return True
     return False
+
+
+def etagMatchesStrongly(header: bytes, etag: bytes) -> bool:
+    """
+    Evaluate C{If-Match} with the strong comparison of RFC 9110 13.1.1.
+
+    @param header: The C{If-Match} value(s), comma-joined.
+    @param etag: The current entity tag, quoted (a strong one).
+    @return: C{True} if the list is C{*} or names the current tag; a weak
+        tag (C{W/"..."}) never matches.
+    """
+    if header.strip() == b"*":
+        return True
+    return any(candidate.strip() == etag for candidate in header.split(b","))
+
+
+def modifiedSince(header: bytes, mtime: int) -> bool:
+    """
+    Evaluate C{If-Unmodified-Since} (RFC 9110 13.1.4): whether it fails.
+
+    @param header: Its value.
+    @param mtime: The file's modification time, whole seconds.
+    @return: C{True} if the file changed after that date; C{False} if not,
+        or if the date cannot be read (the header is then ignored).
+    """
+    date = parseHTTPDate(header)
+    return date is not None and mtime > date
 
 
 def notModifiedSince(header: bytes, mtime: int) -> bool:
