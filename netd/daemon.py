@@ -463,21 +463,27 @@ class NetdService(MultiService):
             self.openSessions, self.reactor, self.config.drainTimeout, "stopping"
         )
         drained = self.drain.start()
-
-        def stopped(result: Any) -> None:
-            # The handlers stay until now: SIGHUP is ignored while stopping,
-            # and a second SIGTERM cuts the drain short.
-            self._restoreHandlers()
-            if self.watchdog is not None:
-                self.watchdog.stopService()
-                self.watchdog = None
-            self.notifier.close()
-            if isinstance(result, Failure):
-                self._log.failure("while stopping", result)
-
         return defer.gatherResults(
             [listenersClosed, drained], consumeErrors=True
-        ).addBoth(stopped)
+        ).addBoth(self._stopped)
+
+    def _stopped(self, result: Any) -> None:
+        """
+        Everything has stopped: give the signals back, stop the watchdog,
+        close the systemd notifier, log a failure to stop.
+
+        The handlers stay until now: SIGHUP is ignored while stopping, and a
+        second SIGTERM cuts the drain short.
+
+        @param result: The result of stopping, or a L{Failure}.
+        """
+        self._restoreHandlers()
+        if self.watchdog is not None:
+            self.watchdog.stopService()
+            self.watchdog = None
+        self.notifier.close()
+        if isinstance(result, Failure):
+            self._log.failure("while stopping", result)
 
     def openSessions(self) -> list[Any]:
         """

@@ -82,8 +82,12 @@ def installReactor(name: str | None) -> None:
             reactorClass = namedAny(name)
             install(reactorClass())
             return
-        except Exception:
-            pass
+        except Exception as e:
+            # Standard error reaches the main process's log.
+            sys.stderr.write(
+                f"netd worker: cannot use the main process's reactor {name}: "
+                f"{e}; using Twisted's default\n"
+            )
     from twisted.internet import default
 
     default.install()

@@ -1029,19 +1029,9 @@ class SupervisorService(NetdService):
             self.config.drainTimeout + self.supervisor.killGrace
         )
         socketsClosed = defer.maybeDeferred(MultiService.stopService, self)
-
-        def stopped(result: Any) -> None:
-            self._restoreHandlers()
-            if self.watchdog is not None:
-                self.watchdog.stopService()
-                self.watchdog = None
-            self.notifier.close()
-            if isinstance(result, Failure):
-                self._log.failure("while stopping", result)
-
         return defer.gatherResults(
             [socketsClosed, workersDone], consumeErrors=True
-        ).addBoth(stopped)
+        ).addBoth(self._stopped)
 
     def _recountPorts(self) -> None:
         """

@@ -341,3 +341,57 @@ class UNIXAdoptionTests(TestCase):
         self.assertEqual(await deferToThread(exchange), b"over unix")
         await service.stopService()
         self.assertTrue(os.path.exists(path))
+
+
+class InstallReactorTests(SynchronousTestCase):
+    """
+    A worker runs the main process's kind of reactor, or says why not.
+    """
+
+    def installIn(self, name: str) -> tuple[str, str]:
+        """
+        Call L{netd.worker.installReactor} in a fresh interpreter.
+
+        @param name: The reactor class to ask for.
+        @return: The installed reactor's class name, and standard error.
+        """
+        import subprocess
+        import sys
+
+        import netd
+
+        code = (
+            "import sys\n"
+            "from netd.worker import installReactor\n"
+            "installReactor(sys.argv[1])\n"
+            "from twisted.internet import reactor\n"
+            "print(type(reactor).__name__)\n"
+        )
+        env = dict(os.environ)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(netd.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")])
+        result = subprocess.run(
+            [sys.executable, "-c", code, name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        return result.stdout.strip(), result.stderr
+
+    def test_mainProcessReactor(self) -> None:
+        """
+        The reactor class the main process names is installed.
+        """
+        installed, errors = self.installIn("netd.reactor.NetdEPollReactor")
+        self.assertEqual(installed, "NetdEPollReactor")
+        self.assertEqual(errors, "")
+
+    def test_unknownReactorIsReported(self) -> None:
+        """
+        A reactor class that cannot be built is reported on standard error
+        (which the main process logs) and Twisted's default is used.
+        """
+        installed, errors = self.installIn("no.such.Reactor")
+        self.assertEqual(installed, "EPollReactor")
+        self.assertIn("cannot use the main process's reactor no.such.Reactor", errors)

@@ -175,15 +175,13 @@ class ChatLineProtocol(LineReceiver):
                     if len(line) > maxLine:
                         break
                     accepted.append(line)
-                if not lines:
-                    pass
-                elif len(accepted) == len(lines):
-                    session.linesReceived(accepted)
-                else:
+                if len(accepted) < len(lines):
                     for line in lines:
                         self.lineReceived(line)
                         if session.closed:
                             return
+                elif lines:
+                    session.linesReceived(accepted)
                 if session.closed or self.transport.disconnecting:
                     return
                 if len(rest) > self.MAX_LENGTH:
