@@ -989,6 +989,43 @@ class HubTests(SynchronousTestCase):
         self.assertEqual(batch.data, b"<n> 0\r\n<n> 1\r\n<n> 2\r\n")
         self.assertEqual(len(hub.history("r").result), 3)
 
+    def test_publishAll(self) -> None:
+        """
+        C{publishAll} publishes its events in order, after what was published
+        before in the same iteration, into one batch; to a room nobody is in
+        it publishes nothing.
+        """
+        clock = Clock()
+        hub = LocalHub(clock)
+        member = _Recorder()
+        hub.join("r", member)
+        hub.publish("r", ChatEvent(MESSAGE, "#r", "n", "0"))
+        hub.publishAll("r", [ChatEvent(MESSAGE, "#r", "n", str(i)) for i in (1, 2)])
+        hub.publishAll("nobody", [ChatEvent(MESSAGE, "#nobody", "n", "x")])
+        clock.advance(0)
+        [batch] = member.batches
+        self.assertEqual([e.text for e in batch.events], ["0", "1", "2"])
+
+    def test_messagesAroundCommandsKeepTheirOrder(self) -> None:
+        """
+        Messages and commands in one chunk reach the room in the order they
+        were sent, with each message rendered as L{render} renders it.
+        """
+        chat = ChatHarness(self)
+        mallory = chat.join("mallory")
+        alice = chat.join("alice")
+        mallory.send(b"one\n/me waves\ntwo\n/nick eve\nthree\n")
+        self.assertEqual(
+            alice.received(),
+            [
+                "<mallory> one",
+                "* mallory waves",
+                "<mallory> two",
+                "*** mallory is now known as eve",
+                "<eve> three",
+            ],
+        )
+
     def test_settle(self) -> None:
         """
         C{settle} delivers what is pending at once (so a notice can follow

@@ -447,8 +447,15 @@ class ChatSession:
         server = self.server
         hub = server.hub
         logMessages = server.settings.logMessages
+        # Plain messages are gathered and published together; anything
+        # else publishes what was gathered first, to keep the order.
+        events: list[ChatEvent] = []
         for line in lines:
-            text = sanitise(decode(line)).rstrip()
+            # decode() and sanitise(), written out: this loop runs per line.
+            text = line.decode("utf-8", "replace")
+            if not text.isprintable():
+                text = sanitise(text)
+            text = text.rstrip()
             if not text:
                 continue
             if (
@@ -457,13 +464,24 @@ class ChatSession:
                 and self.nick is not None
                 and self.room is not None
             ):
+                nick = self.nick
                 event = ChatEvent(
-                    MESSAGE, "#" + self.room, self.nick, text, self.memberId, now
+                    MESSAGE,
+                    "#" + self.room,
+                    nick,
+                    text,
+                    self.memberId,
+                    now,
+                    f"<{nick}> {text}",
                 )
                 if logMessages:
                     self._logMessage(event)
-                hub.publish(self.room, event)
+                events.append(event)
                 continue
+            if events:
+                assert self.room is not None
+                hub.publishAll(self.room, events)
+                events = []
             if self._busy is not None:
                 if len(self._queue) >= MAX_QUEUED_LINES:
                     self.notice("line refused: too many lines waiting")
@@ -473,6 +491,9 @@ class ChatSession:
             self._run(text)
             if self.closed:
                 return
+        if events:
+            assert self.room is not None
+            hub.publishAll(self.room, events)
 
     def _run(self, text: str) -> None:
         """

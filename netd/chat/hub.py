@@ -55,7 +55,8 @@ class ChatEvent:
         (already sanitised).
     @ivar origin: The L{IChatMember.memberId} of the member it came from.
     @ivar time: When, in seconds since the epoch (the reactor's clock).
-    @ivar line: How it reads, e.g. C{"<bob> hi"}.
+    @ivar line: How it reads, e.g. C{"<bob> hi"} (L{render}ed, unless the
+        caller already did).
     @ivar data: C{line} as UTF-8 with C{"\\r\\n"}: what a line client gets.
     """
 
@@ -69,6 +70,7 @@ class ChatEvent:
         text: str,
         origin: str = "",
         time: float = 0.0,
+        line: str | None = None,
     ) -> None:
         self.kind = kind
         self.room = room
@@ -76,8 +78,10 @@ class ChatEvent:
         self.text = text
         self.origin = origin
         self.time = time
-        self.line = render(kind, room, nick, text)
-        self.data = self.line.encode("utf-8") + b"\r\n"
+        if line is None:
+            line = render(kind, room, nick, text)
+        self.line = line
+        self.data = line.encode("utf-8") + b"\r\n"
 
     def __repr__(self) -> str:
         return f"<ChatEvent {self.kind} {self.room} {self.line!r}>"
@@ -225,6 +229,15 @@ class IChatHub(Interface):
 
         @param room: The room's key.
         @param event: The event.
+        """
+
+    def publishAll(room: str, events: list[ChatEvent]) -> None:
+        """
+        L{publish} each of C{events}, in order (what a client sent in one
+        chunk).
+
+        @param room: The room's key.
+        @param events: The events.
         """
 
     def settle() -> None:
@@ -379,17 +392,23 @@ class LocalHub:
         """
         See L{IChatHub.publish}.
         """
+        self.publishAll(room, [event])
+
+    def publishAll(self, room: str, events: list[ChatEvent]) -> None:
+        """
+        See L{IChatHub.publishAll}.
+        """
         state = self._rooms.get(room)
         if state is None:
             return
         pending = state.pending
         if pending is None:
-            state.pending = [event]
+            state.pending = list(events)
             self._busy.append(state)
             if self._call is None:
                 self._call = self.clock.callLater(0, self.flush)
         else:
-            pending.append(event)
+            pending.extend(events)
 
     def flush(self) -> None:
         """
