@@ -582,15 +582,7 @@ class NetdService(MultiService):
             for listener in bound:
                 listener.stopService()
             self._recountPorts()
-            self._log.error(
-                "reload failed, still running the previous configuration: {error}",
-                error=str(e),
-                service=e.service,
-                listener=e.listener,
-                path=source,
-            )
-            self.notifier.ready(f"{self.status()}; reload failed: {e}")
-            return False
+            return self._reloadFailed(e, source)
 
         for listener, previous in handovers:
             listener.takeOver(previous)
@@ -627,6 +619,25 @@ class NetdService(MultiService):
         @param config: The new configuration.
         """
         self.logs.reconfigure(config)
+
+    def _reloadFailed(self, error: ListenError, source: str) -> bool:
+        """
+        A reload could not bind a new listener: say so; the previous
+        configuration keeps running.
+
+        @param error: What failed.
+        @param source: The configuration file.
+        @return: C{False}, for L{reload} to return.
+        """
+        self._log.error(
+            "reload failed, still running the previous configuration: {error}",
+            error=str(error),
+            service=error.service,
+            listener=error.listener,
+            path=source,
+        )
+        self.notifier.ready(f"{self.status()}; reload failed: {error}")
+        return False
 
     def _retire(self, instance: ServiceInstance, timeout: float) -> None:
         """

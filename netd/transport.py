@@ -149,8 +149,10 @@ class WriteThroughServer(tcp.Server):
                     else memoryview(data)[: self.SEND_LIMIT]
                 )
             except OSError:
-                pass
-            else:
+                # EWOULDBLOCK, ENOBUFS or a lost connection: Twisted's
+                # buffering below queues it, or doWrite reports the loss.
+                sent = 0
+            if sent:
                 self.bytesOut += sent
                 if sent == len(data):
                     return

@@ -1107,15 +1107,7 @@ class SupervisorService(NetdService):
             for identity, held in bound:
                 held.stopService()
             self._recountPorts()
-            self._log.error(
-                "reload failed, still running the previous configuration: {error}",
-                error=str(e),
-                service=e.service,
-                listener=e.listener,
-                path=source,
-            )
-            self.notifier.ready(f"{self.status()}; reload failed: {e}")
-            return False
+            return self._reloadFailed(e, source)
         for identity, held in bound:
             self.held[identity] = held
             held.setServiceParent(self)
