@@ -14,7 +14,8 @@ a third of the Python time of a round trip.
 L{NetdEPollReactor} handles an event that is exactly C{EPOLLIN} (data to
 read, nothing else) itself: it pushes the same logging context in one step,
 calls C{doRead}, and handles an exception or a returned reason exactly as
-C{_doReadOrWrite} does. Every other event (a write, a hang-up, an error)
+C{_doReadOrWrite} does. A TCP connection's or UDP port's context is built
+once and kept while it reads, since its C{logPrefix} is fixed. Every other event (a write, a hang-up, an error)
 goes to Twisted's own C{_doReadOrWrite} under C{callWithLogger}, unchanged.
 Twisted's reactor tests for system events, time, descriptor sets, TCP,
 TLS, UDP, UNIX sockets and processes run against it (L{tests.test_reactor},
@@ -31,7 +32,7 @@ import sys
 from select import EPOLLIN
 from typing import Any
 
-from twisted.internet import epollreactor
+from twisted.internet import epollreactor, tcp, udp
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import context, log
 from twisted.python.log import ILogContext
@@ -52,11 +53,61 @@ def _logPrefix(selectable: Any) -> str:
         return "(buggy logPrefix method)"
 
 
+# Selectables whose logPrefix never changes while they read: tcp.Server's
+# and udp.Port's is the logstr they set when they start.
+_FIXED_PREFIX = (tcp.Server, udp.Port)
+
+
 class NetdEPollReactor(epollreactor.EPollReactor):
     """
     An epoll reactor that calls C{doRead} directly for plain read events,
     with the same logging context as Twisted's path, set up in fewer steps.
     """
+
+    def __init__(self) -> None:
+        self._readContexts: dict[Any, tuple[dict[str, Any], dict[Any, Any]]] = {}
+        super().__init__()
+
+    def _readContext(self, selectable: Any, base: dict[str, Any]) -> dict[Any, Any]:
+        """
+        The log context to push while C{selectable} reads: a copy of C{base}
+        with the selectable's C{logPrefix} as C{system}, as
+        L{log.callWithLogger} builds it.
+
+        A TCP connection's or a UDP port's prefix is fixed once it is
+        reading, so theirs is kept until they stop reading (or the base
+        context changes), which saves a copy, a dictionary and a call on
+        every read. Any other selectable gets a fresh one each time.
+
+        @param selectable: An L{IReadDescriptor}.
+        @param base: The current legacy log context.
+        @return: A context mapping to push on the context stack.
+        """
+        logContext = base.copy()
+        logContext["system"] = _logPrefix(selectable)
+        pushed = {ILogContext: logContext}
+        if isinstance(selectable, _FIXED_PREFIX):
+            self._readContexts[selectable] = (base, pushed)
+        return pushed
+
+    def removeReader(self, reader: Any) -> None:
+        """
+        Stop reading from C{reader}, and forget its log context.
+
+        @param reader: An L{IReadDescriptor}.
+        """
+        self._readContexts.pop(reader, None)
+        super().removeReader(reader)
+
+    def removeAll(self) -> list[Any]:
+        """
+        Stop reading from and writing to every selectable, and forget their
+        log contexts.
+
+        @return: The selectables removed.
+        """
+        self._readContexts.clear()
+        return super().removeAll()
 
     def doPoll(self, timeout: float | None) -> None:
         """
@@ -76,6 +127,7 @@ class NetdEPollReactor(epollreactor.EPollReactor):
         if not events:
             return
         doReadOrWrite = self._doReadOrWrite
+        readContexts = self._readContexts
         # What log.callWithLogger pushes for each event: a copy of the
         # current log context with the selectable's logPrefix as "system".
         # The stack and the base context are looked up once per poll.
@@ -88,13 +140,12 @@ class NetdEPollReactor(epollreactor.EPollReactor):
             if event != EPOLLIN:
                 log.callWithLogger(selectable, doReadOrWrite, selectable, fd, event)
                 continue
-            logContext = base.copy()
-            # _logPrefix, written out: this loop runs once per read.
-            try:
-                logContext["system"] = selectable.logPrefix()
-            except BaseException:
-                logContext["system"] = _logPrefix(selectable)
-            stack.append({ILogContext: logContext})
+            cached = readContexts.get(selectable)
+            if cached is not None and cached[0] is base:
+                pushed = cached[1]
+            else:
+                pushed = self._readContext(selectable, base)
+            stack.append(pushed)
             try:
                 if selectable.fileno() == -1:
                     why = _NO_FILEDESC

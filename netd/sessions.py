@@ -120,9 +120,14 @@ class Session(ProtocolWrapper):
             self._deadline = reactor.callLater(
                 limits.maxDuration, self._cut, "maximum session duration reached"
             )
-        if not self._maxBytes and isinstance(transport, WriteThroughServer):
+        direct = not self._maxBytes and isinstance(transport, WriteThroughServer)
+        if direct:
             self._goDirect(transport)
         super().makeConnection(transport)
+        if direct:
+            # The protocol's own connectionMade may have bound its
+            # dataReceived to something shorter (netd's echo does).
+            self.dataReceived = self.wrappedProtocol.dataReceived  # type: ignore[method-assign]
 
     def _goDirect(self, transport: WriteThroughServer) -> None:
         """

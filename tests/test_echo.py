@@ -44,6 +44,13 @@ class EchoTests(SynchronousTestCase):
         self.assertIs(self.transport.producer, self.transport)
         self.assertTrue(self.transport.streaming)
 
+    def test_chunksGoStraightToWrite(self) -> None:
+        """
+        Once connected, a chunk is handed to the transport's C{write}
+        itself, with no call of the protocol's in between.
+        """
+        self.assertEqual(self.protocol.dataReceived, self.transport.write)
+
     def test_halfCloseFlushesThenCloses(self) -> None:
         """
         When the client stops sending, echo unregisters the producer and

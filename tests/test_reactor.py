@@ -19,7 +19,7 @@ import sys
 from select import EPOLLHUP, EPOLLIN, EPOLLOUT
 from typing import Any
 
-from twisted.internet import main
+from twisted.internet import main, tcp
 from twisted.internet.test import (
     test_core,
     test_fdset,
@@ -307,6 +307,77 @@ class DoPollTests(SynchronousTestCase):
         reactor._poller.close()
         reactor._poller = FakePoller([(99, EPOLLIN)])
         reactor.doPoll(0)
+
+
+class FixedPrefixSelectable(FakeSelectable, tcp.Server):
+    """
+    A L{FakeSelectable} that is a TCP connection as far as the reactor can
+    tell, so its C{logPrefix} counts as fixed.
+    """
+
+
+class ReadContextTests(SynchronousTestCase):
+    """
+    The log context L{NetdEPollReactor} pushes for each read is built once
+    for selectables whose C{logPrefix} is fixed, and forgotten when they
+    stop reading.
+    """
+
+    def pushedOnTwoReads(
+        self, selectable: FakeSelectable
+    ) -> tuple[NetdEPollReactor, list[Any]]:
+        """
+        Poll twice with a read event for C{selectable}, recording the
+        context mapping on top of the stack while it reads.
+
+        @param selectable: The selectable.
+        @return: The reactor and the two mappings seen.
+        """
+        from twisted.python import context
+
+        seen: list[Any] = []
+        selectable.doRead = lambda: seen.append(  # type: ignore[method-assign]
+            context.theContextTracker.currentContext().contexts[-1]
+        )
+        reactor = NetdEPollReactor()
+        self.addCleanup(reactor._poller.close)
+        reactor._poller.close()
+        poller = FakePoller([])
+        reactor._poller = poller  # type: ignore[assignment]
+        reactor._selectables[selectable.fd] = selectable
+        reactor._reads.add(selectable.fd)
+        for _ in range(2):
+            poller.events = [(selectable.fd, EPOLLIN)]
+            reactor.doPoll(0)
+        return reactor, seen
+
+    def test_fixedPrefixContextIsKept(self) -> None:
+        """
+        A TCP connection's context is built on its first read, reused on the
+        next, and dropped by C{removeReader} and by C{removeAll}.
+        """
+        from twisted.python.log import ILogContext
+
+        selectable = FixedPrefixSelectable()
+        reactor, seen = self.pushedOnTwoReads(selectable)
+        self.assertIs(seen[0], seen[1])
+        self.assertEqual(seen[0][ILogContext]["system"], "FakeSelectable")
+        self.assertIn(selectable, reactor._readContexts)
+        reactor.removeReader(selectable)
+        self.assertNotIn(selectable, reactor._readContexts)
+        reactor._readContexts[selectable] = ({}, {})
+        reactor.removeAll()
+        self.assertEqual(reactor._readContexts, {})
+
+    def test_otherSelectablesGetAFreshContext(self) -> None:
+        """
+        Any other selectable gets a new context on every read, so a
+        C{logPrefix} that changes is seen at once, and none is kept.
+        """
+        selectable = FakeSelectable()
+        reactor, seen = self.pushedOnTwoReads(selectable)
+        self.assertIsNot(seen[0], seen[1])
+        self.assertEqual(reactor._readContexts, {})
 
 
 class InstallTests(SynchronousTestCase):

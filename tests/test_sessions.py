@@ -314,8 +314,11 @@ class DirectSessionTests(SessionTestCase):
         """
         session, transport, skt = self.connectOver(self.makeFactory())
         echo = session.wrappedProtocol
-        self.assertEqual(transport.protocol.dataReceived, echo.dataReceived)
         self.assertEqual(echo.transport.write, transport.write)
+        # netd's echo binds its dataReceived to its transport's write in
+        # connectionMade; the session picks that up, so a chunk goes from
+        # the socket to write with no call in between.
+        self.assertEqual(transport.protocol.dataReceived, transport.write)
         skt.incoming = [b"hello", b"there!"]
         transport.doRead()
         transport.doRead()
@@ -325,6 +328,18 @@ class DirectSessionTests(SessionTestCase):
         [event] = self.events
         self.assertEqual((event["bytesIn"], event["bytesOut"]), (11, 11))
         self.assertEqual(self.context.counters.bytesOut, 11)
+
+    def test_plainProtocolIsCalledDirectly(self) -> None:
+        """
+        A protocol that keeps its own C{dataReceived} gets chunks from the
+        transport with no call through the session.
+        """
+        session, transport, skt = self.connectOver(self.makeFactory(protocol=wire.Echo))
+        echo = session.wrappedProtocol
+        self.assertEqual(transport.protocol.dataReceived, echo.dataReceived)
+        skt.incoming = [b"hi"]
+        transport.doRead()
+        self.assertEqual(skt.sent, [b"hi"])
 
     def test_bytesSentAroundTheTransportAreAdded(self) -> None:
         """

@@ -16,6 +16,8 @@ import errno
 import os
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
@@ -28,7 +30,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.test import test_tcp, test_tls
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -206,6 +208,18 @@ class FakeSocket:
             raise item
         return item[:size]
 
+    def shutdown(self, how: int) -> None:
+        """
+        Ignore a shutdown.
+
+        @param how: Ignored.
+        """
+
+    def close(self) -> None:
+        """
+        Ignore a close.
+        """
+
     def send(self, data: Any) -> int:
         """
         Take bytes as the script says.
@@ -267,7 +281,7 @@ class WriteThroughUnitTests(SynchronousTestCase):
         @return: The transport, its socket and its reactor.
         """
         skt = FakeSocket(script)
-        memory = MemoryReactor()
+        memory = MemoryReactorClock()
         server = WriteThroughServer(
             skt, Protocol(), ("127.0.0.1", 1234), None, 0, memory  # type: ignore[arg-type]
         )
@@ -358,25 +372,107 @@ class WriteThroughUnitTests(SynchronousTestCase):
         A write on a lost connection is dropped, as Twisted drops it.
         """
         server, skt, memory = self.makeServer()
-        server.connected = False
+        server.connectionLost(Failure(ConnectionDone()))
         server.write(b"gone")
         self.assertEqual(skt.sent, [])
         self.assertEqual(self.queued(server), b"")
+
+    def test_noWriteThroughAfterAbort(self) -> None:
+        """
+        After C{abortConnection}, nothing more reaches the socket, although
+        the connection is only lost on the next turn of the reactor.
+        """
+        server, skt, memory = self.makeServer()
+        server.abortConnection()
+        server.write(b"late")
+        self.assertEqual(skt.sent, [])
 
     def test_noWriteThroughWithPausedProducer(self) -> None:
         """
         While a streaming producer is paused, writes are queued, so that
         C{doWrite} drains them and resumes it.
         """
-        server, skt, memory = self.makeServer()
+        server, skt, memory = self.makeServer([0])
         producer = RecordingProducer()
         server.registerProducer(producer, True)
-        server.producerPaused = True
+        server.write(b"x" * (server.bufferSize + 1))
+        self.assertEqual(producer.calls, ["pause"])
         server.write(b"data")
-        self.assertEqual(skt.sent, [])
+        self.assertEqual(skt.sent, [b""])
         server.doWrite()
-        self.assertEqual(skt.sent, [b"data"])
-        self.assertEqual(producer.calls, ["resume"])
+        self.assertEqual(b"".join(skt.sent), b"x" * (server.bufferSize + 1) + b"data")
+        self.assertEqual(producer.calls, ["pause", "pause", "resume"])
+        server.write(b"after")
+        self.assertEqual(skt.sent[-1], b"after")
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        "write",
+                        "writeSequence",
+                        "doWrite",
+                        "registerStreaming",
+                        "registerPull",
+                        "unregisterProducer",
+                        "loseConnection",
+                        "loseWriteConnection",
+                        "abortConnection",
+                        "connectionLost",
+                    ]
+                ),
+                st.integers(0, 3),
+                st.sampled_from([0, 1, 9, 4000, 70000]),
+            ),
+            max_size=12,
+        )
+    )
+    def test_cachedAnswerFollowsEveryTransition(
+        self, steps: list[tuple[str, int, int]]
+    ) -> None:
+        """
+        Whatever a connection goes through, the cached answer that L{write}
+        tests is what L{WriteThroughServer._canWriteThrough} says after each
+        step, and the socket gets the written bytes in order.
+
+        @param steps: Operations, each with what the socket takes next (0
+            to 3: nothing, a little, half, everything) and a size.
+        """
+        server, skt, memory = self.makeServer()
+        written = b""
+        counter = 0
+        for name, take, size in steps:
+            skt.script = [[0, 7, size // 2 + 1, size + 1][take]] * 2
+            if name == "write":
+                data = bytes([counter % 251]) * size
+                counter += 1
+                server.write(data)
+                if server.connected and not server._writeDisconnected:
+                    written += data
+            elif name == "writeSequence":
+                chunks = [bytes([counter % 251]) * 3] * (size % 10)
+                counter += 1
+                server.writeSequence(chunks)
+                if server.connected and not server._writeDisconnected:
+                    written += b"".join(chunks)
+            elif name == "doWrite":
+                if server.connected and not server._aborting:
+                    server.doWrite()
+            elif name == "registerStreaming":
+                if server.producer is None:
+                    server.registerProducer(RecordingProducer(), True)
+            elif name == "registerPull":
+                if server.producer is None:
+                    server.registerProducer(RecordingProducer(), False)
+            elif name == "connectionLost":
+                if server.connected:
+                    server.connectionLost(Failure(ConnectionDone()))
+            else:
+                getattr(server, name)()
+            self.assertEqual(server._writeThrough, server._canWriteThrough(), name)
+            self.assertTrue(written.startswith(b"".join(skt.sent)), name)
 
     def test_noWriteThroughWithPullProducer(self) -> None:
         """
