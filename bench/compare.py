@@ -142,7 +142,11 @@ NETD_ECHO_CONFIG = """\
 {allowRoot}
 [services.echo]
 type = "echo"
-listen = ["tcp:{port}:interface={host}:backlog=4096", "udp:{port}:interface={host}"]
+# reuse_port on UDP: with workers, each one gets its own socket.
+listen = [
+  "tcp:{port}:interface={host}:backlog=4096",
+  {{ address = "udp:{port}:interface={host}", reuse_port = true }},
+]
 # All the load comes from one address: lift the per-source UDP reply budget.
 udp_reply_rate = 10000000
 udp_reply_burst = 10000000

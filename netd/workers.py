@@ -34,6 +34,10 @@ service: a L{NetdService} that holds sockets instead of services.
 Services whose state lives in the process (a chat service's rooms, and an
 http service that mounts one) run in worker 0 only (L{perProcessServices}):
 only worker 0 is given their sockets.
+
+Workers share each listening socket, except a UDP listener with
+C{reuse_port}: each worker gets its own C{SO_REUSEPORT} socket on the same
+address (L{socketPerWorker}).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from twisted.python.failure import Failure
 
 from netd.config import EMBEDDED_DEFAULT, NetdConfig, resolveWorkers
 from netd.daemon import NetdService
-from netd.descriptions import Listener
+from netd.descriptions import DatagramListener, Listener
 from netd.listeners import (
     HeldSocketOwner,
     ListenError,
@@ -119,25 +123,89 @@ def socketIdentity(service: str, listener: Listener) -> tuple[object, ...]:
     return key
 
 
-def workerSockets(config: NetdConfig, count: int) -> list[list[tuple[str, Any]]]:
+def socketPerWorker(listener: Listener) -> bool:
     """
-    Which listeners each worker serves: worker 0 all of them, the others all
-    but those of L{perProcessServices}.
+    Whether each worker gets a socket of its own for a listener, rather than
+    all of them sharing the main process's one.
+
+    A UDP listener with C{reuse_port} does: the main process binds one
+    C{SO_REUSEPORT} socket per worker on the same address, and the kernel
+    spreads datagrams across them by source address and port. Workers that
+    share one UDP socket all wake for each datagram and take turns, which
+    does not scale. TCP has no such need (each worker accepts one
+    connection per wake-up from the shared socket), a socket from systemd
+    cannot be copied, and an ephemeral port would differ per copy.
+
+    @param listener: A listener.
+    @return: C{True} for a UDP listener on a fixed port with C{reuse_port}.
+    """
+    return (
+        isinstance(listener, DatagramListener)
+        and listener.kind == "udp"
+        and listener.port != 0
+        and listener.reusePort
+    )
+
+
+def workerSockets(config: NetdConfig, count: int) -> list[list[tuple[str, Any, int]]]:
+    """
+    Which listeners each worker serves, and on which copy of their socket:
+    worker 0 serves all of them, the others all but those of
+    L{perProcessServices}. A listener's socket is shared (copy 0) unless
+    L{socketPerWorker} says otherwise, in which case worker I{i} gets copy
+    I{i}.
 
     @param config: The configuration.
     @param count: The number of workers.
-    @return: For each worker, C{(service name, listener)} pairs.
+    @return: For each worker, C{(service name, listener, copy)} triples.
     """
     pinned = perProcessServices(config)
     return [
         [
-            (service.name, listener)
+            (
+                service.name,
+                listener,
+                index if count > 1 and socketPerWorker(listener) else 0,
+            )
             for service in config.services
             if index == 0 or service.name not in pinned
             for listener in service.listeners
         ]
         for index in range(count)
     ]
+
+
+def heldIdentity(service: str, listener: Listener, copy: int) -> tuple[object, ...]:
+    """
+    What identifies one held socket: its listener's L{socketIdentity}, and
+    which copy it is when each worker has its own (copy 0 is the one a
+    shared socket keeps, so a reload between the two keeps it).
+
+    @param service: The service's name.
+    @param listener: The listener.
+    @param copy: The copy (L{workerSockets}).
+    @return: A hashable key.
+    """
+    identity = socketIdentity(service, listener)
+    return identity if copy == 0 else (*identity, "worker", copy)
+
+
+def heldSockets(
+    config: NetdConfig, count: int
+) -> dict[tuple[object, ...], tuple[str, Any]]:
+    """
+    Every socket the main process holds for a generation of workers.
+
+    @param config: The configuration.
+    @param count: The number of workers.
+    @return: C{(service name, listener)} by L{heldIdentity}, in the
+        configuration's order.
+    """
+    return {
+        heldIdentity(name, listener, copy): (name, listener)
+        for listeners in workerSockets(config, count)
+        for name, listener, copy in listeners
+    }
 
 
 def reactorName(reactor: Any) -> str:
@@ -875,7 +943,7 @@ class SupervisorService(NetdService):
     (L{Supervisor}), and tells systemd it is ready once they all are.
 
     @ivar workerCount: The number of workers of the current generation.
-    @ivar held: The sockets held, by L{socketIdentity}.
+    @ivar held: The sockets held, by L{heldIdentity}.
     @ivar supervisor: The L{Supervisor}.
     """
 
@@ -901,26 +969,33 @@ class SupervisorService(NetdService):
 
     def _buildServices(self, config: NetdConfig) -> None:
         """
-        Build a held socket per listener.
+        Build a held socket per listener (per worker, for those of
+        L{socketPerWorker}).
 
         @param config: The configuration.
         """
-        for service in config.services:
-            for listener in service.listeners:
-                self._hold(service.name, listener).setServiceParent(self)
+        for identity, (name, listener) in heldSockets(config, self.workerCount).items():
+            held = self._newHeld(identity, name, listener)
+            self.held[identity] = held
+            held.setServiceParent(self)
 
-    def _hold(self, service: str, listener: Listener) -> Any:
+    def _newHeld(
+        self, identity: tuple[object, ...], service: str, listener: Listener
+    ) -> Any:
         """
-        Build (not bind) the held socket of a listener and record it.
+        Build (not bind) one held socket.
 
-        @param service: The service's name.
-        @param listener: The listener.
-        @return: The held listener service.
+        @param identity: Its L{heldIdentity}.
+        @param service: Its service's name.
+        @param listener: Its listener.
+        @return: The held listener service, named after its listener (and
+            its copy, when each worker has one).
         """
         held = buildHeldListenerService(
             HeldSocketOwner(service, self.reactor, self.ownPorts), listener
         )
-        self.held[socketIdentity(service, listener)] = held
+        if identity != socketIdentity(service, listener):
+            held.setName(f"{held.name} (worker {identity[-1]})")
         return held
 
     def _prepare(self) -> None:
@@ -953,9 +1028,9 @@ class SupervisorService(NetdService):
             tuple(
                 {
                     listenerName(name, listener): self.held[
-                        socketIdentity(name, listener)
+                        heldIdentity(name, listener, copy)
                     ].fileno()
-                    for name, listener in listeners
+                    for name, listener, copy in listeners
                 }
                 for listeners in workerSockets(config, count)
             ),
@@ -966,10 +1041,12 @@ class SupervisorService(NetdService):
         """
         @param config: A configuration.
         @param count: A number of workers.
-        @return: The sockets of each worker, by L{socketIdentity}.
+        @return: The sockets of each worker, by L{heldIdentity}.
         """
         return tuple(
-            frozenset(socketIdentity(name, listener) for name, listener in listeners)
+            frozenset(
+                heldIdentity(name, listener, copy) for name, listener, copy in listeners
+            )
             for listeners in workerSockets(config, count)
         )
 
@@ -1089,18 +1166,12 @@ class SupervisorService(NetdService):
             self.notifier.ready(self.status())
             return True
 
-        wanted = {
-            socketIdentity(service.name, listener): (service.name, listener)
-            for service in new.services
-            for listener in service.listeners
-        }
+        wanted = heldSockets(new, count)
         bound: list[tuple[Any, Any]] = []
         try:
             for identity, (name, listener) in wanted.items():
                 if identity not in self.held:
-                    held = buildHeldListenerService(
-                        HeldSocketOwner(name, self.reactor, self.ownPorts), listener
-                    )
+                    held = self._newHeld(identity, name, listener)
                     held.bind()
                     bound.append((identity, held))
         except ListenError as e:

@@ -31,11 +31,12 @@ from netd.workers import (
     SupervisorService,
     WorkerPlan,
     WorkerStartError,
+    heldSockets,
     perProcessServices,
     workerEnvironment,
     workerSockets,
 )
-from tests.test_listeners import LOOPBACK
+from tests.test_listeners import LOOPBACK, freePort
 
 
 def problems(text: str) -> list[str]:
@@ -210,10 +211,37 @@ class PerProcessTests(SynchronousTestCase):
         config = parseConfig(self.CONFIG, "x")
         sockets = workerSockets(config, 3)
         self.assertEqual(
-            [name for name, listener in sockets[0]], ["echo", "chat", "web", "files"]
+            [name for name, listener, copy in sockets[0]],
+            ["echo", "chat", "web", "files"],
         )
         for other in sockets[1:]:
-            self.assertEqual([name for name, listener in other], ["echo", "files"])
+            self.assertEqual(
+                [name for name, listener, copy in other], ["echo", "files"]
+            )
+        self.assertEqual({copy for worker in sockets for _, _, copy in worker}, {0})
+
+    def test_udpReusePortSocketPerWorker(self) -> None:
+        """
+        A UDP listener with C{reuse_port} on a fixed port gets one socket per
+        worker; without C{reuse_port}, on an ephemeral port, from systemd,
+        or with one worker, the socket is shared.
+        """
+        config = parseConfig(
+            '[services.echo]\ntype = "echo"\nlisten = [\n'
+            '  { address = "udp:7:interface=127.0.0.1", reuse_port = true },\n'
+            '  { address = "udp:0:interface=127.0.0.1", reuse_port = true },\n'
+            '  { address = "tcp:7:interface=127.0.0.1", reuse_port = true },\n'
+            '  "udp:8:interface=127.0.0.1",\n]\n',
+            "x",
+        )
+        copies = [
+            [copy for _, _, copy in worker] for worker in workerSockets(config, 3)
+        ]
+        self.assertEqual(copies, [[0, 0, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0]])
+        self.assertEqual(
+            [copy for _, _, copy in workerSockets(config, 1)[0]], [0, 0, 0, 0]
+        )
+        self.assertEqual(len(heldSockets(config, 3)), 6)
 
     def test_environment(self) -> None:
         """
@@ -669,6 +697,47 @@ class SupervisorServiceTests(TestCase):
             ["echo/tcp:0:interface=127.0.0.1", "echo/udp:0:interface=127.0.0.1"],
         )
         self.assertEqual(service.serviceInstances(), [])
+
+    def test_udpSocketPerWorker(self) -> None:
+        """
+        A UDP listener with C{reuse_port} is bound once per worker, on the
+        same address with C{SO_REUSEPORT}, and each worker is given its own;
+        a reload to one worker closes the copy it no longer needs.
+        """
+        port = freePort(socket.SOCK_DGRAM)
+        text = (
+            '[services.echo]\ntype = "echo"\nlisten = [\n'
+            f'  {{ address = "udp:{port}:interface=127.0.0.1", reuse_port = true }},\n'
+            "]\n"
+        )
+        service = self.start(text)
+        self.assertEqual(len(service.held), 2)
+        copies = list(service.held.values())
+        for held in copies:
+            skt = held.port.socket
+            self.assertEqual(skt.getsockname(), (LOOPBACK, port))
+            self.assertEqual(skt.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), 1)
+        self.assertEqual(
+            [held.name for held in copies],
+            [
+                f"echo/udp:{port}:interface=127.0.0.1",
+                f"echo/udp:{port}:interface=127.0.0.1 (worker 1)",
+            ],
+        )
+        given = [
+            sorted(fd for fd in spawned.childFDs.values() if isinstance(fd, int))
+            for spawned in self.processes.spawned
+        ]
+        self.assertEqual(given, [[copies[0].fileno()], [copies[1].fileno()]])
+        for spawned in self.processes.spawned:
+            spawned.ready()
+        self.write(text, workers=1)
+        result: list[Any] = []
+        service.reload().addCallback(result.append)
+        self.processes.spawned[2].ready()
+        self.assertEqual(result, [True])
+        self.assertEqual(list(service.held.values()), [copies[0]])
+        self.assertIsNone(copies[1].port)
 
     def test_readyWhenAllReady(self) -> None:
         """

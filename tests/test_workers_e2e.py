@@ -49,6 +49,38 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def udpSocketInodes(port: int) -> set[int]:
+    """
+    @param port: A UDP port.
+    @return: The inodes of the IPv4 UDP sockets bound to it, from
+        C{/proc/net/udp}.
+    """
+    inodes = set()
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def socketInodes(pid: int) -> set[int]:
+    """
+    @param pid: A process.
+    @return: The inodes of the sockets it has open.
+    """
+    inodes = set()
+    directory = f"/proc/{pid}/fd"
+    for name in os.listdir(directory):
+        try:
+            target = os.readlink(os.path.join(directory, name))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
 def commandLine(pid: int) -> str:
     """
     @param pid: A process.
@@ -231,6 +263,30 @@ class WorkersEndToEndTests(TestCase):
         for pid in second:
             self.assertFalse(alive(pid))
         self.assertEqual(children(main), [])
+
+    async def test_udpSocketPerWorker(self) -> None:
+        """
+        A UDP listener with C{reuse_port} gives each worker its own socket
+        on the address (so the kernel spreads datagrams across them), and
+        every datagram, from many source ports, is answered.
+        """
+        [port] = freePorts(1)
+        config = self.writeConfig(
+            "[netd]\nworkers = 2\n"
+            '[services.echo]\ntype = "echo"\nlisten = [\n'
+            f'  {{ address = "udp:{port}:interface=127.0.0.1", reuse_port = true }},\n'
+            "]\n"
+        )
+        daemon = self.netd(config)
+        await daemon.waitForOutput(r"netd ready with 2 workers")
+        pids = await self.workers(daemon)
+        bound = udpSocketInodes(port)
+        self.assertEqual(len(bound), 2)
+        perWorker = [socketInodes(pid) & bound for pid in pids]
+        self.assertEqual([len(inodes) for inodes in perWorker], [1, 1])
+        self.assertNotEqual(perWorker[0], perWorker[1])
+        for n in range(20):
+            await self.udpEcho(port, b"datagram %d" % n)
 
     async def test_reload(self) -> None:
         """
