@@ -12,11 +12,13 @@ event. Measured with cProfile under a 64-byte TCP echo load, that was about
 a third of the Python time of a round trip.
 
 L{NetdEPollReactor} handles an event that is exactly C{EPOLLIN} (data to
-read, nothing else) itself: it pushes the same logging context in one step,
-calls C{doRead}, and handles an exception or a returned reason exactly as
-C{_doReadOrWrite} does. A TCP connection's or UDP port's context is built
-once and kept while it reads, since its C{logPrefix} is fixed. Every other event (a write, a hang-up, an error)
-goes to Twisted's own C{_doReadOrWrite} under C{callWithLogger}, unchanged.
+read, nothing else) itself: it sets the same logging context (one mapping
+on the context stack per poll, updated for each event), calls C{doRead},
+and handles an exception or a returned reason exactly as C{_doReadOrWrite}
+does, in that context. A TCP connection's or UDP port's context is built
+once and kept while it reads, since its C{logPrefix} is fixed. Every other
+event (a write, a hang-up, an error) goes to Twisted's own
+C{_doReadOrWrite} under C{callWithLogger}, unchanged.
 Twisted's reactor tests for system events, time, descriptor sets, TCP,
 TLS, UDP, UNIX sockets and processes run against it (L{tests.test_reactor},
 L{tests.test_transport}).
@@ -65,30 +67,30 @@ class NetdEPollReactor(epollreactor.EPollReactor):
     """
 
     def __init__(self) -> None:
-        self._readContexts: dict[Any, tuple[dict[str, Any], dict[Any, Any]]] = {}
+        self._readContexts: dict[Any, dict[str, Any]] = {}
+        self._readContextsBase: dict[str, Any] | None = None
         super().__init__()
 
-    def _readContext(self, selectable: Any, base: dict[str, Any]) -> dict[Any, Any]:
+    def _readContext(self, selectable: Any, base: dict[str, Any]) -> dict[str, Any]:
         """
-        The log context to push while C{selectable} reads: a copy of C{base}
-        with the selectable's C{logPrefix} as C{system}, as
-        L{log.callWithLogger} builds it.
+        The log context of C{selectable} while it reads: a copy of C{base}
+        with its C{logPrefix} as C{system}, as L{log.callWithLogger} builds
+        it.
 
         A TCP connection's or a UDP port's prefix is fixed once it is
         reading, so theirs is kept until they stop reading (or the base
-        context changes), which saves a copy, a dictionary and a call on
-        every read. Any other selectable gets a fresh one each time.
+        context changes), which saves a copy and a call on every read. Any
+        other selectable gets a fresh one each time.
 
         @param selectable: An L{IReadDescriptor}.
         @param base: The current legacy log context.
-        @return: A context mapping to push on the context stack.
+        @return: The log context.
         """
         logContext = base.copy()
         logContext["system"] = _logPrefix(selectable)
-        pushed = {ILogContext: logContext}
         if isinstance(selectable, _FIXED_PREFIX):
-            self._readContexts[selectable] = (base, pushed)
-        return pushed
+            self._readContexts[selectable] = logContext
+        return logContext
 
     def removeReader(self, reader: Any) -> None:
         """
@@ -113,6 +115,11 @@ class NetdEPollReactor(epollreactor.EPollReactor):
         """
         Poll for events and dispatch them.
 
+        One context mapping is pushed on the context stack for the whole
+        poll, and its L{ILogContext} is set to each read's selectable in
+        turn (and back to the base context for Twisted's own path), instead
+        of a push and a pop per event.
+
         @param timeout: Seconds to wait at most, or L{None} to wait for ever.
         """
         if timeout is None:
@@ -127,37 +134,41 @@ class NetdEPollReactor(epollreactor.EPollReactor):
         if not events:
             return
         doReadOrWrite = self._doReadOrWrite
-        readContexts = self._readContexts
-        # What log.callWithLogger pushes for each event: a copy of the
-        # current log context with the selectable's logPrefix as "system".
-        # The stack and the base context are looked up once per poll.
-        stack = context.theContextTracker.currentContext().contexts
         base = context.get(ILogContext)
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is None:
-                continue
-            if event != EPOLLIN:
-                log.callWithLogger(selectable, doReadOrWrite, selectable, fd, event)
-                continue
-            cached = readContexts.get(selectable)
-            if cached is not None and cached[0] is base:
-                pushed = cached[1]
-            else:
-                pushed = self._readContext(selectable, base)
-            stack.append(pushed)
-            try:
-                if selectable.fileno() == -1:
-                    why = _NO_FILEDESC
-                else:
-                    why = selectable.doRead()
-            except BaseException:
-                why = sys.exc_info()[1]
-                log.err()
-            finally:
-                stack.pop()
-            if why:
-                self._disconnectSelectable(selectable, why, True)
+        readContexts = self._readContexts
+        if base is not self._readContextsBase:
+            readContexts.clear()
+            self._readContextsBase = base
+        key = ILogContext
+        slot: dict[Any, Any] = {key: base}
+        stack = context.theContextTracker.currentContext().contexts
+        stack.append(slot)
+        try:
+            for fd, event in events:
+                try:
+                    selectable = selectables[fd]
+                except KeyError:
+                    continue
+                if event != EPOLLIN:
+                    slot[key] = base
+                    log.callWithLogger(selectable, doReadOrWrite, selectable, fd, event)
+                    continue
+                try:
+                    slot[key] = readContexts[selectable]
+                except KeyError:
+                    slot[key] = self._readContext(selectable, base)
+                try:
+                    if selectable.fileno() == -1:
+                        why = _NO_FILEDESC
+                    else:
+                        why = selectable.doRead()
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    self._disconnectSelectable(selectable, why, True)
+        finally:
+            stack.pop()
 
     doIteration = doPoll
 

@@ -217,20 +217,18 @@ class WriteThroughServer(tcp.Server):
         """
         if self._writeThrough and type(data) is bytes and data:
             try:
-                sent = self.socket.send(
-                    data
-                    if len(data) <= self.SEND_LIMIT
-                    else memoryview(data)[: self.SEND_LIMIT]
-                )
+                # The kernel takes what fits in the socket's buffer, so
+                # Twisted's SEND_LIMIT (a cap on each send of its queue)
+                # is not needed here.
+                sent = self.socket.send(data)
             except OSError:
                 # EWOULDBLOCK, ENOBUFS or a lost connection: Twisted's
                 # buffering below queues it, or doWrite reports the loss.
                 sent = 0
-            if sent:
-                self.bytesOut += sent
-                if sent == len(data):
-                    return
-                data = data[sent:]
+            self.bytesOut += sent
+            if sent == len(data):
+                return
+            data = data[sent:]
         self._writeThrough = False
         try:
             super().write(data)

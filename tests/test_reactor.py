@@ -334,10 +334,11 @@ class ReadContextTests(SynchronousTestCase):
         @return: The reactor and the two mappings seen.
         """
         from twisted.python import context
+        from twisted.python.log import ILogContext
 
         seen: list[Any] = []
         selectable.doRead = lambda: seen.append(  # type: ignore[method-assign]
-            context.theContextTracker.currentContext().contexts[-1]
+            context.get(ILogContext)
         )
         reactor = NetdEPollReactor()
         self.addCleanup(reactor._poller.close)
@@ -356,16 +357,14 @@ class ReadContextTests(SynchronousTestCase):
         A TCP connection's context is built on its first read, reused on the
         next, and dropped by C{removeReader} and by C{removeAll}.
         """
-        from twisted.python.log import ILogContext
-
         selectable = FixedPrefixSelectable()
         reactor, seen = self.pushedOnTwoReads(selectable)
         self.assertIs(seen[0], seen[1])
-        self.assertEqual(seen[0][ILogContext]["system"], "FakeSelectable")
+        self.assertEqual(seen[0]["system"], "FakeSelectable")
         self.assertIn(selectable, reactor._readContexts)
         reactor.removeReader(selectable)
         self.assertNotIn(selectable, reactor._readContexts)
-        reactor._readContexts[selectable] = ({}, {})
+        reactor._readContexts[selectable] = {}
         reactor.removeAll()
         self.assertEqual(reactor._readContexts, {})
 
