@@ -128,6 +128,8 @@ class Session(ProtocolWrapper):
             # The protocol's own connectionMade may have bound its
             # dataReceived to something shorter (netd's echo does).
             self.dataReceived = self.wrappedProtocol.dataReceived  # type: ignore[method-assign]
+        if isinstance(transport, WriteThroughServer):
+            transport.deliverTo(self.dataReceived)
 
     def _goDirect(self, transport: WriteThroughServer) -> None:
         """

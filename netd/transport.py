@@ -14,7 +14,7 @@ to Twisted's own buffering, so every transport contract stays Twisted's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from errno import EWOULDBLOCK
 from typing import Any
 
@@ -70,6 +70,30 @@ class WriteThroughServer(tcp.Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._writeThrough = self._canWriteThrough()
+        self._deliver: Callable[[bytes], object] = self._toProtocol
+
+    def _toProtocol(self, data: bytes) -> None:
+        """
+        Hand a chunk to the protocol's C{dataReceived}, looked up now.
+
+        @param data: The bytes read.
+        """
+        self.protocol.dataReceived(data)
+
+    def deliverTo(self, receiver: Callable[[bytes], object] | None) -> None:
+        """
+        Hand every chunk read to C{receiver} itself, instead of looking up
+        the protocol's C{dataReceived} on every read (a lookup that Python
+        cannot make fast when an instance attribute shadows a method, as
+        netd's sessions do).
+
+        The caller keeps C{receiver} in step with the protocol: a protocol
+        that rebinds its C{dataReceived} calls this again.
+
+        @param receiver: What receives the chunks, or L{None} to look up
+            C{protocol.dataReceived} for every chunk again.
+        """
+        self._deliver = self._toProtocol if receiver is None else receiver
 
     def _canWriteThrough(self) -> bool:
         """
@@ -196,7 +220,7 @@ class WriteThroughServer(tcp.Server):
         if not data:
             return main.CONNECTION_DONE
         self.bytesIn += len(data)
-        self.protocol.dataReceived(data)
+        self._deliver(data)
         return None
 
     def write(self, data: bytes) -> None:

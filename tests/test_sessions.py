@@ -319,6 +319,7 @@ class DirectSessionTests(SessionTestCase):
         # connectionMade; the session picks that up, so a chunk goes from
         # the socket to write with no call in between.
         self.assertEqual(transport.protocol.dataReceived, transport.write)
+        self.assertEqual(transport._deliver, transport.write)
         skt.incoming = [b"hello", b"there!"]
         transport.doRead()
         transport.doRead()
@@ -380,6 +381,7 @@ class DirectSessionTests(SessionTestCase):
             self.makeFactory(Limits(maxBytes=10))
         )
         self.assertEqual(transport.protocol.dataReceived, session.dataReceived)
+        self.assertEqual(transport._deliver, session.dataReceived)
         skt.incoming = [b"12345", b"678901"]
         transport.doRead()
         transport.doRead()

@@ -543,6 +543,27 @@ class WriteThroughUnitTests(SynchronousTestCase):
         self.assertIs(server.doRead(), main.CONNECTION_DONE)
         self.assertEqual(received, [b"ping"])
 
+    def test_deliverTo(self) -> None:
+        """
+        By default every chunk goes to the protocol's C{dataReceived} as it
+        is at that moment; after C{deliverTo}, to the receiver given, until
+        C{deliverTo(None)}.
+        """
+        server, skt, memory = self.makeServer()
+        first: list[bytes] = []
+        second: list[bytes] = []
+        chosen: list[bytes] = []
+        server.protocol.dataReceived = first.append  # type: ignore[method-assign]
+        skt.incoming = [b"a", b"b", b"c", b"d"]
+        server.doRead()
+        server.protocol.dataReceived = second.append  # type: ignore[method-assign]
+        server.doRead()
+        server.deliverTo(chosen.append)
+        server.doRead()
+        server.deliverTo(None)
+        server.doRead()
+        self.assertEqual((first, second, chosen), ([b"a"], [b"b", b"d"], [b"c"]))
+
     def test_sendBufferEmpty(self) -> None:
         """
         L{sendBufferEmpty} is true only while nothing is queued, and false
