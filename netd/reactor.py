@@ -13,12 +13,12 @@ a third of the Python time of a round trip.
 
 L{NetdEPollReactor} handles an event that is exactly C{EPOLLIN} (data to
 read, nothing else) itself: it sets the same logging context (one mapping
-on the context stack per poll, updated for each event), calls C{doRead},
-and handles an exception or a returned reason exactly as C{_doReadOrWrite}
-does, in that context. A TCP connection's or UDP port's context is built
-once and kept while it reads, since its C{logPrefix} is fixed. Every other
-event (a write, a hang-up, an error) goes to Twisted's own
-C{_doReadOrWrite} under C{callWithLogger}, unchanged.
+on the context stack per poll, told which selectable is being read, which
+builds that selectable's context only if something logs), calls
+C{doRead}, and handles an exception or a returned reason exactly as
+C{_doReadOrWrite} does, in that context. Every other event (a write, a
+hang-up, an error) goes to Twisted's own C{_doReadOrWrite} under
+C{callWithLogger}, unchanged.
 Twisted's reactor tests for system events, time, descriptor sets, TCP,
 TLS, UDP, UNIX sockets and processes run against it (L{tests.test_reactor},
 L{tests.test_transport}).
@@ -34,7 +34,7 @@ import sys
 from select import EPOLLIN
 from typing import Any
 
-from twisted.internet import epollreactor, tcp, udp
+from twisted.internet import epollreactor
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import context, log
 from twisted.python.log import ILogContext
@@ -55,9 +55,50 @@ def _logPrefix(selectable: Any) -> str:
         return "(buggy logPrefix method)"
 
 
-# Selectables whose logPrefix never changes while they read: tcp.Server's
-# and udp.Port's is the logstr they set when they start.
-_FIXED_PREFIX = (tcp.Server, udp.Port)
+class _PollContext(dict):  # type: ignore[type-arg]
+    """
+    The context mapping L{NetdEPollReactor} pushes for one poll.
+
+    Its L{ILogContext} is that of the selectable being read: a copy of the
+    base context with the selectable's C{logPrefix} as C{system}, as
+    L{log.callWithLogger} builds it, but built only when something asks for
+    it (a legacy C{log.msg} made while reading), not for every read. While
+    no selectable is being read, it is the base context.
+
+    @ivar base: The legacy log context under this poll.
+    @ivar selectable: The selectable being read, or L{None}.
+    """
+
+    __slots__ = ("base", "selectable")
+
+    def __init__(self, base: dict[str, Any]) -> None:
+        super().__init__()
+        self.base = base
+        self.selectable: Any = None
+
+    def __missing__(self, key: Any) -> dict[str, Any]:
+        """
+        Build the log context of the selectable being read.
+
+        @param key: The context key looked up.
+        @return: The log context, for L{ILogContext}.
+        @raise KeyError: For any other key (the lookup goes on down the
+            context stack).
+        """
+        if key is not ILogContext:
+            raise KeyError(key)
+        selectable = self.selectable
+        if selectable is None:
+            return self.base
+        # A logPrefix that raises is logged by _logPrefix; that event gets
+        # the base context instead of coming back here.
+        self.selectable = None
+        try:
+            logContext = self.base.copy()
+            logContext["system"] = _logPrefix(selectable)
+        finally:
+            self.selectable = selectable
+        return logContext
 
 
 class NetdEPollReactor(epollreactor.EPollReactor):
@@ -66,59 +107,13 @@ class NetdEPollReactor(epollreactor.EPollReactor):
     with the same logging context as Twisted's path, set up in fewer steps.
     """
 
-    def __init__(self) -> None:
-        self._readContexts: dict[Any, dict[str, Any]] = {}
-        self._readContextsBase: dict[str, Any] | None = None
-        super().__init__()
-
-    def _readContext(self, selectable: Any, base: dict[str, Any]) -> dict[str, Any]:
-        """
-        The log context of C{selectable} while it reads: a copy of C{base}
-        with its C{logPrefix} as C{system}, as L{log.callWithLogger} builds
-        it.
-
-        A TCP connection's or a UDP port's prefix is fixed once it is
-        reading, so theirs is kept until they stop reading (or the base
-        context changes), which saves a copy and a call on every read. Any
-        other selectable gets a fresh one each time.
-
-        @param selectable: An L{IReadDescriptor}.
-        @param base: The current legacy log context.
-        @return: The log context.
-        """
-        logContext = base.copy()
-        logContext["system"] = _logPrefix(selectable)
-        if isinstance(selectable, _FIXED_PREFIX):
-            self._readContexts[selectable] = logContext
-        return logContext
-
-    def removeReader(self, reader: Any) -> None:
-        """
-        Stop reading from C{reader}, and forget its log context.
-
-        @param reader: An L{IReadDescriptor}.
-        """
-        self._readContexts.pop(reader, None)
-        super().removeReader(reader)
-
-    def removeAll(self) -> list[Any]:
-        """
-        Stop reading from and writing to every selectable, and forget their
-        log contexts.
-
-        @return: The selectables removed.
-        """
-        self._readContexts.clear()
-        return super().removeAll()
-
     def doPoll(self, timeout: float | None) -> None:
         """
         Poll for events and dispatch them.
 
-        One context mapping is pushed on the context stack for the whole
-        poll, and its L{ILogContext} is set to each read's selectable in
-        turn (and back to the base context for Twisted's own path), instead
-        of a push and a pop per event.
+        One L{_PollContext} is pushed on the context stack for the whole
+        poll and told which selectable is being read, instead of a context
+        built, pushed and popped for every event.
 
         @param timeout: Seconds to wait at most, or L{None} to wait for ever.
         """
@@ -134,13 +129,7 @@ class NetdEPollReactor(epollreactor.EPollReactor):
         if not events:
             return
         doReadOrWrite = self._doReadOrWrite
-        base = context.get(ILogContext)
-        readContexts = self._readContexts
-        if base is not self._readContextsBase:
-            readContexts.clear()
-            self._readContextsBase = base
-        key = ILogContext
-        slot: dict[Any, Any] = {key: base}
+        slot = _PollContext(context.get(ILogContext))
         stack = context.theContextTracker.currentContext().contexts
         stack.append(slot)
         try:
@@ -150,13 +139,10 @@ class NetdEPollReactor(epollreactor.EPollReactor):
                 except KeyError:
                     continue
                 if event != EPOLLIN:
-                    slot[key] = base
+                    slot.selectable = None
                     log.callWithLogger(selectable, doReadOrWrite, selectable, fd, event)
                     continue
-                try:
-                    slot[key] = readContexts[selectable]
-                except KeyError:
-                    slot[key] = self._readContext(selectable, base)
+                slot.selectable = selectable
                 try:
                     if selectable.fileno() == -1:
                         why = _NO_FILEDESC

@@ -19,7 +19,7 @@ import sys
 from select import EPOLLHUP, EPOLLIN, EPOLLOUT
 from typing import Any
 
-from twisted.internet import main, tcp
+from twisted.internet import main
 from twisted.internet.test import (
     test_core,
     test_fdset,
@@ -309,74 +309,90 @@ class DoPollTests(SynchronousTestCase):
         reactor.doPoll(0)
 
 
-class FixedPrefixSelectable(FakeSelectable, tcp.Server):
-    """
-    A L{FakeSelectable} that is a TCP connection as far as the reactor can
-    tell, so its C{logPrefix} counts as fixed.
-    """
-
-
 class ReadContextTests(SynchronousTestCase):
     """
-    The log context L{NetdEPollReactor} pushes for each read is built once
-    for selectables whose C{logPrefix} is fixed, and forgotten when they
-    stop reading.
+    The log context L{NetdEPollReactor} gives a read is built only when
+    something asks for it, is fresh every time, and leaves nothing behind.
     """
 
-    def pushedOnTwoReads(
-        self, selectable: FakeSelectable
-    ) -> tuple[NetdEPollReactor, list[Any]]:
+    def setUp(self) -> None:
+        self.reactor = NetdEPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.reactor._poller.close()
+        self.poller = FakePoller([])
+        self.reactor._poller = self.poller  # type: ignore[assignment]
+
+    def add(self, selectable: FakeSelectable) -> None:
         """
-        Poll twice with a read event for C{selectable}, recording the
-        context mapping on top of the stack while it reads.
+        Make the reactor track C{selectable}.
 
         @param selectable: The selectable.
-        @return: The reactor and the two mappings seen.
+        """
+        self.reactor._selectables[selectable.fd] = selectable
+        self.reactor._reads.add(selectable.fd)
+
+    def test_builtOnlyWhenAsked(self) -> None:
+        """
+        A read that logs nothing never asks for the selectable's
+        C{logPrefix}; two reads that do get two separate contexts.
+        """
+        from twisted.python import context
+        from twisted.python.log import ILogContext
+
+        asked: list[str] = []
+        quiet = FakeSelectable(fd=7)
+        quiet.logPrefix = lambda: asked.append("quiet") or "quiet"  # type: ignore[method-assign]
+        self.add(quiet)
+        self.poller.events = [(7, EPOLLIN)]
+        self.reactor.doPoll(0)
+        self.assertEqual((quiet.calls, asked), (["doRead"], []))
+
+        seen: list[Any] = []
+        chatty = FakeSelectable(fd=8)
+        chatty.doRead = lambda: seen.append(  # type: ignore[method-assign]
+            context.get(ILogContext)
+        )
+        self.add(chatty)
+        for _ in range(2):
+            self.poller.events = [(8, EPOLLIN)]
+            self.reactor.doPoll(0)
+        self.assertEqual([c["system"] for c in seen], ["FakeSelectable"] * 2)
+        self.assertIsNot(seen[0], seen[1])
+        self.assertEqual(context.get(ILogContext)["system"], "-")
+
+    def test_otherEventsSeeTheBaseContext(self) -> None:
+        """
+        An event that takes Twisted's path after a read in the same poll
+        gets its context from the base context, as under Twisted's reactor,
+        not from the selectable read before it.
         """
         from twisted.python import context
         from twisted.python.log import ILogContext
 
         seen: list[Any] = []
-        selectable.doRead = lambda: seen.append(  # type: ignore[method-assign]
-            context.get(ILogContext)
+        reader = FakeSelectable(fd=7)
+        writer = FakeSelectable(fd=8)
+        writer.logPrefix = lambda: "writer"  # type: ignore[method-assign]
+        writer.doWrite = lambda: seen.append(  # type: ignore[method-assign]
+            dict(context.get(ILogContext))
         )
-        reactor = NetdEPollReactor()
-        self.addCleanup(reactor._poller.close)
-        reactor._poller.close()
-        poller = FakePoller([])
-        reactor._poller = poller  # type: ignore[assignment]
-        reactor._selectables[selectable.fd] = selectable
-        reactor._reads.add(selectable.fd)
-        for _ in range(2):
-            poller.events = [(selectable.fd, EPOLLIN)]
-            reactor.doPoll(0)
-        return reactor, seen
+        self.add(reader)
+        self.add(writer)
+        context.call(
+            {ILogContext: {"system": "-", "outer": "kept"}},
+            self._pollWith,
+            [(7, EPOLLIN), (8, EPOLLOUT)],
+        )
+        self.assertEqual(seen, [{"system": "writer", "outer": "kept"}])
 
-    def test_fixedPrefixContextIsKept(self) -> None:
+    def _pollWith(self, events: list[tuple[int, int]]) -> None:
         """
-        A TCP connection's context is built on its first read, reused on the
-        next, and dropped by C{removeReader} and by C{removeAll}.
-        """
-        selectable = FixedPrefixSelectable()
-        reactor, seen = self.pushedOnTwoReads(selectable)
-        self.assertIs(seen[0], seen[1])
-        self.assertEqual(seen[0]["system"], "FakeSelectable")
-        self.assertIn(selectable, reactor._readContexts)
-        reactor.removeReader(selectable)
-        self.assertNotIn(selectable, reactor._readContexts)
-        reactor._readContexts[selectable] = {}
-        reactor.removeAll()
-        self.assertEqual(reactor._readContexts, {})
+        Poll once, reporting C{events}.
 
-    def test_otherSelectablesGetAFreshContext(self) -> None:
+        @param events: The events.
         """
-        Any other selectable gets a new context on every read, so a
-        C{logPrefix} that changes is seen at once, and none is kept.
-        """
-        selectable = FakeSelectable()
-        reactor, seen = self.pushedOnTwoReads(selectable)
-        self.assertIsNot(seen[0], seen[1])
-        self.assertEqual(reactor._readContexts, {})
+        self.poller.events = events
+        self.reactor.doPoll(0)
 
 
 class InstallTests(SynchronousTestCase):
