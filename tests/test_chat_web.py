@@ -464,7 +464,13 @@ class FakeWebSocketTransport:
         self.producer: Any = None
         self.closed: int | None = None
 
+    closing = False
+
     def sendTextMessage(self, text: str) -> None:
+        if self.closing:
+            from wsproto.utilities import LocalProtocolError
+
+            raise LocalProtocolError("cannot be sent in state ConnectionState.CLOSED")
         self.messages.append(text)
 
     def attachProducer(self, producer: Any) -> None:
@@ -525,6 +531,22 @@ class WebSocketProtocolTests(SynchronousTestCase):
         self.assertTrue(tcp.disconnected)
         self.assertTrue(protocol.session.closed)
         self.assertLessEqual(sum(map(len, self.ws.messages)), 2000 + 1000)
+
+    def test_closingWebSocketIsNotWrittenTo(self) -> None:
+        """
+        Once the WebSocket is closing (a Close frame went either way) but
+        the connection is not lost yet, wsproto refuses to send: what the
+        rooms deliver meanwhile is dropped, not raised into the hub, and
+        nothing more is tried.
+        """
+        protocol, _ = self.connect()
+        protocol.textMessageReceived("alicia")
+        sent = len(self.ws.messages)
+        self.ws.closing = True
+        protocol.writeNotice("one")
+        self.ws.closing = False
+        protocol.writeNotice("two")
+        self.assertEqual(len(self.ws.messages), sent)
 
     def test_idleTimeout(self) -> None:
         """

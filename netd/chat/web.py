@@ -30,6 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.util import redirectTo
 from twisted.web.websocket import WebSocketResource
+from wsproto.utilities import LocalProtocolError
 from zope.interface import implementer
 
 from netd.chat.commands import ChatServer, ChatSession, IChatFrontEnd
@@ -391,7 +392,14 @@ class ChatWebSocket:
                 self._tooSlow()
                 return
         self.activity += 1
-        self.transport.sendTextMessage(text)
+        try:
+            self.transport.sendTextMessage(text)
+        except LocalProtocolError:
+            # The WebSocket is closing (a Close frame went either way) but
+            # the connection is not lost yet; Twisted's WebSocket protocol
+            # is not told of that, and wsproto refuses to send more. So is
+            # everything after it.
+            self._closed = True
 
     def _tooSlow(self) -> None:
         """
