@@ -860,6 +860,10 @@ def secondsUntilRefused(port: int, since: float, timeout: float = 5.0) -> float:
     """
     Try to connect until the port refuses.
 
+    A connection reset while connecting counts as a refusal: it was in the
+    listening socket's backlog when the socket was closed, and was never
+    served.
+
     @param port: The port.
     @param since: The L{time.monotonic} value to measure from.
     @param timeout: The most seconds to try.
@@ -871,7 +875,7 @@ def secondsUntilRefused(port: int, since: float, timeout: float = 5.0) -> float:
             s.settimeout(1)
             try:
                 s.connect((LOOPBACK, port))
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):
                 return time.monotonic() - since
         time.sleep(0.002)
     return float("inf")
