@@ -192,17 +192,17 @@ def heldIdentity(service: str, listener: Listener, copy: int) -> tuple[object, .
 
 def heldSockets(
     config: NetdConfig, count: int
-) -> dict[tuple[object, ...], tuple[str, Any]]:
+) -> dict[tuple[object, ...], tuple[str, Any, int]]:
     """
     Every socket the main process holds for a generation of workers.
 
     @param config: The configuration.
     @param count: The number of workers.
-    @return: C{(service name, listener)} by L{heldIdentity}, in the
+    @return: C{(service name, listener, copy)} by L{heldIdentity}, in the
         configuration's order.
     """
     return {
-        heldIdentity(name, listener, copy): (name, listener)
+        heldIdentity(name, listener, copy): (name, listener, copy)
         for listeners in workerSockets(config, count)
         for name, listener, copy in listeners
     }
@@ -974,28 +974,26 @@ class SupervisorService(NetdService):
 
         @param config: The configuration.
         """
-        for identity, (name, listener) in heldSockets(config, self.workerCount).items():
-            held = self._newHeld(identity, name, listener)
+        for identity, spec in heldSockets(config, self.workerCount).items():
+            held = self._newHeld(*spec)
             self.held[identity] = held
             held.setServiceParent(self)
 
-    def _newHeld(
-        self, identity: tuple[object, ...], service: str, listener: Listener
-    ) -> Any:
+    def _newHeld(self, service: str, listener: Listener, copy: int) -> Any:
         """
         Build (not bind) one held socket.
 
-        @param identity: Its L{heldIdentity}.
         @param service: Its service's name.
         @param listener: Its listener.
+        @param copy: Which copy of the listener's socket (L{workerSockets}).
         @return: The held listener service, named after its listener (and
             its copy, when each worker has one).
         """
         held = buildHeldListenerService(
             HeldSocketOwner(service, self.reactor, self.ownPorts), listener
         )
-        if identity != socketIdentity(service, listener):
-            held.setName(f"{held.name} (worker {identity[-1]})")
+        if copy:
+            held.setName(f"{held.name} (worker {copy})")
         return held
 
     def _prepare(self) -> None:
@@ -1169,9 +1167,9 @@ class SupervisorService(NetdService):
         wanted = heldSockets(new, count)
         bound: list[tuple[Any, Any]] = []
         try:
-            for identity, (name, listener) in wanted.items():
+            for identity, spec in wanted.items():
                 if identity not in self.held:
-                    held = self._newHeld(identity, name, listener)
+                    held = self._newHeld(*spec)
                     held.bind()
                     bound.append((identity, held))
         except ListenError as e:
