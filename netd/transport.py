@@ -228,14 +228,14 @@ class WriteThroughServer(tcp.Server):
         Send C{data} now if nothing is queued, and queue what is left.
 
         This is L{tcp.Connection.writeSomeData} written out, behind one
-        test of the cached L{_canWriteThrough}: it is the hot path of every
-        reply, and the checks, C{writeSomeData}'s call, its C{memoryview}
-        and its C{untilConcludes} loop measured 0.6 µs of a 64-byte echo
-        round trip (Python retries C{EINTR} itself since PEP 475). C{send} returns how
-        many bytes the kernel took; the rest, or all of C{data} on an error
-        (C{EWOULDBLOCK}, C{ENOBUFS} or a lost connection), goes to Twisted's
-        L{write<tcp.Server.write>}, so that C{doWrite} sends it or reports
-        the loss the usual way.
+        test of the cached L{_canWriteThrough}, because it is the hot path
+        of every reply: no call, no C{memoryview}, no C{untilConcludes}
+        loop (Python retries C{EINTR} itself since PEP 475);
+        C{bench/echo_instructions.py} counts what it costs. C{send} returns
+        how many bytes the kernel took; the rest, or all of C{data} on an
+        error (C{EWOULDBLOCK}, C{ENOBUFS} or a lost connection), goes to
+        Twisted's L{write<tcp.Server.write>}, so that C{doWrite} sends it or
+        reports the loss the usual way.
 
         @param data: The bytes to send.
         """
