@@ -16,7 +16,7 @@ import errno
 import os
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -406,6 +406,7 @@ class WriteThroughUnitTests(SynchronousTestCase):
         self.assertEqual(skt.sent[-1], b"after")
 
     @settings(max_examples=500, deadline=None)
+    @example([("registerPull", 0, 0), ("unregisterProducer", 0, 0)])
     @given(
         st.lists(
             st.tuples(
