@@ -1153,16 +1153,9 @@ class SupervisorService(NetdService):
         ) == self._identities(self.config, self.workerCount):
             self.config = new
             self.supervisor.reloadInPlace(self.plan(new, count))
-            self._reconfigureLogs(new)
-            self._log.info(
-                "reloaded {path}: {summary}; passed on to the {workers} workers",
-                path=source,
-                summary=summary,
-                workers=count,
+            return self._reloaded(
+                source, summary, restartOnly, f"passed on to the {count} workers"
             )
-            self._warnRestartOnly(restartOnly)
-            self.notifier.ready(self.status())
-            return True
 
         wanted = heldSockets(new, count)
         bound: list[tuple[Any, Any]] = []
@@ -1192,16 +1185,9 @@ class SupervisorService(NetdService):
             self.config = new
             self.workerCount = count
             self._recountPorts()
-            self._reconfigureLogs(new)
-            self._log.info(
-                "reloaded {path}: {summary}; {workers} new workers serve it",
-                path=source,
-                summary=summary,
-                workers=count,
+            return self._reloaded(
+                source, summary, restartOnly, f"{count} new workers serve it"
             )
-            self._warnRestartOnly(restartOnly)
-            self.notifier.ready(self.status())
-            return True
 
         def failed(reason: Failure) -> bool:
             for identity, held in bound:
@@ -1220,6 +1206,33 @@ class SupervisorService(NetdService):
         return self.supervisor.replace(self.plan(new, count)).addCallbacks(
             replaced, failed
         )
+
+    def _reloaded(
+        self, source: str, summary: str, restartOnly: list[str], how: str
+    ) -> bool:
+        """
+        Finish a reload that applied (C{self.config} is the new
+        configuration): reconfigure the logs, say so, warn about keys that
+        wait for the next start, and tell systemd.
+
+        @param source: The configuration's path (or the embedded default).
+        @param summary: What changed.
+        @param restartOnly: C{[netd]} keys that changed but apply at the
+            next start.
+        @param how: How the workers took it.
+        @return: C{True}.
+        """
+        self._reconfigureLogs(self.config)
+        self._log.info(
+            "reloaded {path}: {summary}; {how}",
+            path=source,
+            summary=summary,
+            how=how,
+            workers=self.workerCount,
+        )
+        self._warnRestartOnly(restartOnly)
+        self.notifier.ready(self.status())
+        return True
 
     def _warnRestartOnly(self, keys: list[str]) -> None:
         """
