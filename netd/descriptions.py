@@ -22,6 +22,8 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.endpoints import serverFromString
 
+from netd.tls import sslContextFactory
+
 STREAM_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd")
 DATAGRAM_KINDS = ("udp", "udp6")
 REUSE_PORT_KINDS = ("tcp", "tcp6", "ssl", "udp", "udp6")
@@ -394,78 +396,3 @@ def parseListener(description: str, reusePort: bool = False) -> Listener:
         f"unknown listener type {kind!r} "
         f"(expected one of: {', '.join(STREAM_KINDS + DATAGRAM_KINDS)})"
     )
-
-
-def sslContextFactory(description: str) -> object:
-    """
-    Load the TLS certificate and key an C{ssl:} description names.
-
-    Twisted's C{ssl:} parser does the work (options, certificate chain,
-    DH parameters); this is the one place netd reads the endpoint it builds,
-    so that netd can put its own session accounting outside the TLS layer.
-
-    @param description: An C{ssl:} endpoint description.
-    @return: An L{IOpenSSLServerConnectionCreator
-        <twisted.internet.interfaces.IOpenSSLServerConnectionCreator>}.
-    @raise ValueError: If the certificate or key cannot be loaded.
-    """
-    try:
-        endpoint = serverFromString(None, description)
-    except (OSError, ValueError, TypeError) as e:
-        raise ValueError(f"cannot load the TLS certificate or key: {e}") from None
-    except Exception as e:
-        # pyOpenSSL raises its own Error types for malformed PEM files.
-        raise ValueError(f"cannot load the TLS certificate or key: {e!r}") from None
-    return modernTLS(endpoint._sslContextFactory)
-
-
-# Mozilla's "intermediate" server configuration (TLS 1.2 suites; TLS 1.3
-# suites are OpenSSL's, all of which it accepts):
-# https://wiki.mozilla.org/Security/Server_Side_TLS#Intermediate_compatibility_.28recommended.29
-MOZILLA_INTERMEDIATE_CIPHERS = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
-)
-
-
-def modernTLS(options: Any) -> Any:
-    """
-    Restrict the options Twisted's C{ssl:} parser built to TLS 1.2 and later
-    and Mozilla's "intermediate" cipher list (Twisted's default list still
-    offers RSA key exchange and CBC suites).
-
-    @param options: The L{CertificateOptions} built from the description.
-    @return: Equivalent options with the modern protocol floor and ciphers;
-        C{options} itself if it is not a L{CertificateOptions} or names its
-        own C{sslmethod}.
-    """
-    from twisted.internet.ssl import (
-        AcceptableCiphers,
-        CertificateOptions,
-        TLSVersion,
-    )
-
-    if type(options) is not CertificateOptions or options.method != _TLS_METHOD():
-        return options
-    return CertificateOptions(
-        privateKey=options.privateKey,
-        certificate=options.certificate,
-        extraCertChain=options.extraCertChain or None,
-        dhParameters=options.dhParameters,
-        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(
-            MOZILLA_INTERMEDIATE_CIPHERS
-        ),
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-    )
-
-
-def _TLS_METHOD() -> int:
-    """
-    @return: OpenSSL's version-flexible method (what Twisted uses unless
-        C{sslmethod} is given).
-    """
-    from OpenSSL import SSL
-
-    return SSL.TLS_METHOD

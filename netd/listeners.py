@@ -48,10 +48,10 @@ from netd.descriptions import (
     DatagramListener,
     Listener,
     StreamListener,
-    sslContextFactory,
 )
 from netd.servicetype import ServiceContext, ServiceType
 from netd.sessions import SessionFactory
+from netd.tls import sslContextFactory
 from netd.sockets import (
     TCPEndpoint,
     UDPPort,
@@ -348,6 +348,8 @@ class StreamListenerService(ListenerService):
     @ivar endpoint: What binds it (L{None} for a socket passed by systemd).
     @ivar factory: The L{SessionFactory} of its sessions: C{factory.protocols}
         holds every open session.
+    @ivar alpnProtocols: The ALPN protocol names its service speaks (for an
+        C{ssl:} listener's certificate reload).
     """
 
     listener: StreamListener
@@ -358,10 +360,12 @@ class StreamListenerService(ListenerService):
         listener: StreamListener,
         endpoint: Any,
         factory: SessionFactory,
+        alpnProtocols: tuple[bytes, ...] = (),
     ) -> None:
         super().__init__(context, listener)
         self.endpoint = endpoint
         self.factory = factory
+        self.alpnProtocols = alpnProtocols
 
     def _listen(self) -> Any:
         """
@@ -421,7 +425,9 @@ class StreamListenerService(ListenerService):
             return False
         old = self.factory.wrappedFactory
         new = TLSMemoryBIOFactory(
-            sslContextFactory(self.listener.description), False, old.wrappedFactory
+            sslContextFactory(self.listener.description, self.alpnProtocols),
+            False,
+            old.wrappedFactory,
         )
         new.noisy = False
         if self.port is not None:
@@ -540,12 +546,18 @@ def buildListenerService(
     factory = streamFactory
     if listener.kind == "ssl":
         factory = TLSMemoryBIOFactory(
-            sslContextFactory(listener.description), False, factory
+            sslContextFactory(listener.description, serviceType.alpnProtocols),
+            False,
+            factory,
         )
         factory.noisy = False
     sessions = SessionFactory(factory, context, listener.description)
     return StreamListenerService(
-        context, listener, streamEndpoint(context, listener), sessions
+        context,
+        listener,
+        streamEndpoint(context, listener),
+        sessions,
+        serviceType.alpnProtocols,
     )
 
 

@@ -90,6 +90,10 @@ class ServiceType:
         L{netd.probe.ProbeTarget}, returns a few words on success, raises
         L{netd.probe.ProbeFailed} otherwise. L{None}: the fallback of
         L{netd.probe.FALLBACK_PROBES}, else a plain connect.
+    @ivar alpnProtocols: The ALPN protocol names (RFC 7301) its stream
+        protocol speaks on an C{ssl:} listener, most preferred first; empty
+        if it has none (a TLS client offering ALPN still connects, with no
+        protocol selected).
     @ivar checkConfig: Checks that need the other services (one service
         naming another): called once every service is read, with this
         service's L{ServiceConfig<netd.config.ServiceConfig>} and every
@@ -107,6 +111,7 @@ class ServiceType:
     buildWebResource: Callable[[ServiceContext], Any] | None = None
     checkConfig: Callable[[Any, Mapping[str, Any]], list[Problem]] | None = None
     probe: Callable[[Any], str] | None = None
+    alpnProtocols: tuple[bytes, ...] = ()
 
     @property
     def transports(self) -> frozenset[str]:

@@ -14,8 +14,8 @@ from netd.descriptions import (
     StreamListener,
     parseListener,
     splitDescription,
-    sslContextFactory,
 )
+from netd.tls import sslContextFactory
 from tests.support import escape, writeSelfSignedCertificate
 
 
@@ -462,7 +462,7 @@ class OtherKindsTests(SynchronousTestCase):
         factory = sslContextFactory(description)
         from OpenSSL.SSL import Context
 
-        self.assertIsInstance(factory.getContext(), Context)
+        self.assertIsInstance(factory.context(), Context)
 
     def test_sslDefaults(self) -> None:
         """

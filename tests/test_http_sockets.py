@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 import netd.config
 import netd.daemon
 import netd.services
-from netd.descriptions import MOZILLA_INTERMEDIATE_CIPHERS
+from netd.tls import MOZILLA_INTERMEDIATE_CIPHERS
 from tests.httpsupport import LARGE_SIZE, SMALL, largeContent, makeTree, readResponses
 from tests.support import escape, writeSelfSignedCertificate
 from tests.test_endtoend import Daemon, freePorts

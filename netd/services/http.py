@@ -413,4 +413,5 @@ http = ServiceType(
     settings=SETTINGS,
     buildStreamFactory=buildStreamFactory,
     checkConfig=checkConfig,
+    alpnProtocols=(b"http/1.1",),
 )

@@ -1,0 +1,138 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+TLS for C{ssl:} listeners: the certificate and key an C{ssl:} description
+names, a modern protocol floor and cipher list, and ALPN.
+
+ALPN: Twisted 26.10's L{CertificateOptions} installs an ALPN select callback
+on every server context, which answers a client that offers ALPN with an
+empty protocol name (an C{internal_error} alert that kills the handshake)
+unless the wrapped factory names the protocol offered. curl and every
+browser offer ALPN, so netd replaces that callback (L{ServerTLS}): a
+protocol the service speaks is selected, and with no protocol in common the
+handshake goes on without ALPN (RFC 7301 section 3.2 allows either; a
+server for C{nc}-style line protocols and a static-file server are both
+expected to fall back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from zope.interface import implementer
+
+# Mozilla's "intermediate" server configuration (TLS 1.2 suites; TLS 1.3
+# suites are OpenSSL's, all of which it accepts):
+# https://wiki.mozilla.org/Security/Server_Side_TLS#Intermediate_compatibility_.28recommended.29
+MOZILLA_INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """
+    Server TLS connections for one C{ssl:} listener, with netd's ALPN
+    policy instead of Twisted's (see the module docstring).
+
+    @ivar options: The certificate options (context, certificate, ciphers).
+    @ivar protocols: The ALPN protocol names the service speaks, most
+        preferred first; empty for a service with no ALPN name (echo,
+        chat): then no protocol is ever selected.
+    """
+
+    def __init__(self, options: Any, protocols: Sequence[bytes] = ()) -> None:
+        self.options = options
+        self.protocols = tuple(protocols)
+        self._context: SSL.Context | None = None
+
+    def selectProtocol(
+        self, connection: SSL.Connection, offered: Sequence[bytes]
+    ) -> Any:
+        """
+        Choose the ALPN protocol of one handshake.
+
+        @param connection: The connection being negotiated.
+        @param offered: What the client offered, in its order.
+        @return: The first of L{protocols} that the client offered, or
+            L{SSL.NO_OVERLAPPING_PROTOCOLS} so that the handshake completes
+            without ALPN.
+        """
+        for name in self.protocols:
+            if name in offered:
+                return name
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    def context(self) -> SSL.Context:
+        """
+        @return: The listener's one OpenSSL context (built on first use), its
+            ALPN select callback netd's.
+        """
+        if self._context is None:
+            context = self.options.getContext()
+            context.set_alpn_select_callback(self.selectProtocol)
+            self._context = context
+        return self._context
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """
+        @param tlsProtocol: The L{TLSMemoryBIOProtocol} the connection is for.
+        @return: A new server-side OpenSSL connection.
+        """
+        return SSL.Connection(self.context())
+
+
+def sslContextFactory(description: str, protocols: Sequence[bytes] = ()) -> ServerTLS:
+    """
+    Load the TLS certificate and key an C{ssl:} description names.
+
+    Twisted's C{ssl:} parser does the work (options, certificate chain,
+    DH parameters); this is the one place netd reads the endpoint it builds,
+    so that netd can put its own session accounting outside the TLS layer.
+
+    @param description: An C{ssl:} endpoint description.
+    @param protocols: The ALPN protocol names the service speaks.
+    @return: A L{ServerTLS} (an L{IOpenSSLServerConnectionCreator}).
+    @raise ValueError: If the certificate or key cannot be loaded.
+    """
+    try:
+        endpoint = serverFromString(None, description)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"cannot load the TLS certificate or key: {e}") from None
+    except Exception as e:
+        # pyOpenSSL raises its own Error types for malformed PEM files.
+        raise ValueError(f"cannot load the TLS certificate or key: {e!r}") from None
+    # Twisted keeps the parsed options private; see tests.test_twisted_canary.
+    return ServerTLS(modernTLS(endpoint._sslContextFactory), protocols)
+
+
+def modernTLS(options: Any) -> Any:
+    """
+    Restrict the options Twisted's C{ssl:} parser built to TLS 1.2 and later
+    and Mozilla's "intermediate" cipher list (Twisted's default list still
+    offers RSA key exchange and CBC suites).
+
+    @param options: The L{CertificateOptions} built from the description.
+    @return: Equivalent options with the modern protocol floor and ciphers;
+        C{options} itself if it is not a L{CertificateOptions} or names its
+        own C{sslmethod}.
+    """
+    if type(options) is not CertificateOptions or options.method != SSL.TLS_METHOD:
+        return options
+    return CertificateOptions(
+        privateKey=options.privateKey,
+        certificate=options.certificate,
+        extraCertChain=options.extraCertChain or None,
+        dhParameters=options.dhParameters,
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(
+            MOZILLA_INTERMEDIATE_CIPHERS
+        ),
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+    )
