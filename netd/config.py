@@ -39,6 +39,7 @@ from netd.descriptions import (
     splitDescription,
 )
 from netd.services import serviceTypes
+from netd.servicetype import ServiceType
 from netd.settings import (
     Network,
     Problem,
@@ -152,6 +153,7 @@ class ServiceConfig:
     @ivar listeners: Where it listens.
     @ivar limits: Its session limits.
     @ivar settings: Its type-specific settings, converted, defaults filled.
+    @ivar serviceType: The L{ServiceType} that C{type} names.
     """
 
     name: str
@@ -159,6 +161,7 @@ class ServiceConfig:
     listeners: tuple[Listener, ...]
     limits: Limits
     settings: Mapping[str, Any]
+    serviceType: ServiceType
 
 
 @frozen
@@ -659,7 +662,9 @@ def _readService(
     )
     if not enabled:
         return None
-    return ServiceConfig(name, typeName, listeners, limits, MappingProxyType(settings))
+    return ServiceConfig(
+        name, typeName, listeners, limits, MappingProxyType(settings), serviceType
+    )
 
 
 def _readListeners(

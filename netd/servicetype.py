@@ -94,6 +94,15 @@ class ServiceType:
         protocol speaks on an C{ssl:} listener, most preferred first; empty
         if it has none (a TLS client offering ALPN still connects, with no
         protocol selected).
+    @ivar perProcess: Whether an instance's state lives in one process's
+        memory (chat rooms): with C{workers = N} it runs in one process only,
+        and so does every service that L{uses} it.
+    @ivar uses: The names of the other services an instance of this type
+        reaches at run time (an http service mounting a chat page), from
+        its settings; L{None}: none.
+    @ivar ownedFiles: The files an instance writes (an access log), from its
+        settings, so that a netd that drops root can create them first and
+        hand them to the service user; L{None}: none.
     @ivar checkConfig: Checks that need the other services (one service
         naming another): called once every service is read, with this
         service's L{ServiceConfig<netd.config.ServiceConfig>} and every
@@ -112,6 +121,9 @@ class ServiceType:
     checkConfig: Callable[[Any, Mapping[str, Any]], list[Problem]] | None = None
     probe: Callable[[Any], str] | None = None
     alpnProtocols: tuple[bytes, ...] = ()
+    perProcess: bool = False
+    uses: Callable[[Any], list[str]] | None = None
+    ownedFiles: Callable[[Any], list[str]] | None = None
 
     @property
     def transports(self) -> frozenset[str]:

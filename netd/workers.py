@@ -75,8 +75,6 @@ EVENTS_FD = 3
 FIRST_SOCKET_FD = 4
 
 # Service types whose state is per process (until a shared hub exists).
-PER_PROCESS_TYPES = frozenset({"chat"})
-
 # The environment of systemd's protocols is the main process's alone: it
 # notifies and pings; the sockets systemd passed are handed on by netd.
 _MAIN_ONLY_VARIABLES = (
@@ -100,9 +98,10 @@ def perProcessServices(config: NetdConfig) -> frozenset[str]:
     @param config: A configuration.
     @return: Their names.
     """
-    pinned = {s.name for s in config.services if s.type in PER_PROCESS_TYPES}
+    pinned = {s.name for s in config.services if s.serviceType.perProcess}
     for service in config.services:
-        if service.settings.get("chat") in pinned:
+        uses = service.serviceType.uses
+        if uses is not None and pinned.intersection(uses(service.settings)):
             pinned.add(service.name)
     return frozenset(pinned)
 
@@ -1250,10 +1249,12 @@ class SupervisorService(NetdService):
 def accessLogFiles(config: NetdConfig) -> list[str]:
     """
     @param config: A configuration.
-    @return: The access log files of its http services.
+    @return: The files its services write (access logs), each service's
+        type saying which (L{ServiceType.ownedFiles}).
     """
     return [
         path
         for service in config.services
-        if (path := service.settings.get("access_log_file"))
+        if (owned := service.serviceType.ownedFiles) is not None
+        for path in owned(service.settings)
     ]

@@ -47,7 +47,7 @@ def makeContext(
     values.update(settings or {})
     limits = limits if limits is not None else Limits()
     reactor = reactor if reactor is not None else Clock()
-    config = ServiceConfig(type, type, (), limits, values)
+    config = ServiceConfig(type, type, (), limits, values, serviceType)
     return ServiceContext(
         config=config,
         policy=SessionPolicy(

@@ -446,6 +446,7 @@ class ServiceTests(ConfigTestCase):
                 (StreamListener("tcp:0", "tcp", 0, "0.0.0.0"),),
                 Limits(),
                 ECHO_DEFAULTS,
+                serviceTypes()["echo"],
             ),
         )
 

@@ -191,7 +191,9 @@ class MountTestCase(SynchronousTestCase):
             root=self.root, chat="talk", clock=self.clock
         )
         talk = makeContext("echo", reactor=self.clock)
-        talk.config = type(talk.config)("talk", "web", (), talk.config.limits, {})
+        talk.config = type(talk.config)(
+            "talk", "web", (), talk.config.limits, {}, types["web"]
+        )
         self.context.instances["talk"] = talk
 
     def open(self) -> Any:

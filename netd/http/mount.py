@@ -121,10 +121,8 @@ class Mount:
         @raise KeyError: If the service is not running.
         """
         if self._site is None:
-            from netd.services import serviceTypes
-
             other = self.context.instances[self.service]
-            serviceType = serviceTypes()[other.config.type]
+            serviceType = other.config.serviceType
             assert serviceType.buildWebResource is not None
             resource = serviceType.buildWebResource(other)
             self._site = MountedSite(mountRoot(resource, self.prefix), self._factory)

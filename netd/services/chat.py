@@ -217,4 +217,5 @@ chat = ServiceType(
     buildStreamFactory=buildStreamFactory,
     buildDatagramProtocol=buildDatagramProtocol,
     buildWebResource=buildWebResource,
+    perProcess=True,
 )

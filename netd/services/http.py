@@ -367,6 +367,24 @@ def httpConfig(settings: Mapping[str, Any]) -> HTTPConfig:
     return HTTPConfig(**{_FIELDS[key]: value for key, value in settings.items()})
 
 
+def usedServices(settings: Mapping[str, Any]) -> list[str]:
+    """
+    @param settings: An http service's settings.
+    @return: The chat service whose page it mounts, if any.
+    """
+    name = settings.get("chat")
+    return [name] if name else []
+
+
+def ownedFiles(settings: Mapping[str, Any]) -> list[str]:
+    """
+    @param settings: An http service's settings.
+    @return: Its access log file, if it writes one.
+    """
+    path = settings.get("access_log_file")
+    return [path] if path else []
+
+
 def checkConfig(service: Any, services: Mapping[str, Any]) -> list[Problem]:
     """
     The checks that need the other services: C{chat} must name an enabled
@@ -414,4 +432,6 @@ http = ServiceType(
     buildStreamFactory=buildStreamFactory,
     checkConfig=checkConfig,
     alpnProtocols=(b"http/1.1",),
+    uses=usedServices,
+    ownedFiles=ownedFiles,
 )
