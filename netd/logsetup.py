@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, cast
 
 from twisted.logger import (
     FileLogObserver,
@@ -38,6 +39,7 @@ from twisted.logger import (
     formatEventAsClassicLogText,
     globalLogPublisher,
 )
+from twisted.python.log import ILogObserver as ILegacyLogObserver
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
@@ -147,7 +149,9 @@ class LogDestinations:
             1,
             False,
         )
-        formatter = eventAsJSONLine if logFormat == "json" else None
+        formatter: Callable[[dict[str, Any]], str | None] | None = (
+            eventAsJSONLine if logFormat == "json" else None
+        )
         if path is not None:
             directory, name = os.path.split(path)
             self.logFile = LogFile(
@@ -157,8 +161,10 @@ class LogDestinations:
                 defaultMode=0o640,
                 maxRotatedFiles=rotateKeep,
             )
+            # LogFile is a file-like object, not an IO (no typing stub says so).
+            logFile = cast(IO[Any], self.logFile)
             self._observers.append(
-                FileLogObserver(self.logFile, formatter or formatEventAsClassicLogText)
+                FileLogObserver(logFile, formatter or formatEventAsClassicLogText)
             )
         elif self.primary:
             # Kept from the first time: once twistd starts logging,
@@ -175,7 +181,9 @@ class LogDestinations:
             from twisted.python.syslog import SyslogObserver
 
             self._observers.append(
-                LegacyLogObserverWrapper(SyslogObserver("netd").emit)
+                LegacyLogObserverWrapper(
+                    cast(ILegacyLogObserver, SyslogObserver("netd").emit)
+                )
             )
         if not self.primary and self._observers:
             for observer in self._observers:
