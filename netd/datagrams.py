@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 
 from netd.servicetype import ServiceContext
@@ -24,6 +25,8 @@ class ServiceDatagramProtocol(DatagramProtocol):
     """
 
     noisy = False
+    # Set by the port before any datagram arrives (never None once running).
+    transport: IUDPTransport
 
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
