@@ -62,8 +62,13 @@ class TCPEndpoint:
         # The interface is passed again: Twisted 26.10 picks the address
         # family from this argument, not from the binding, so without it an
         # IPv6 address is bound on an IPv4 socket and fails.
+        # Twisted 26.10's Port accepts a Binding (its annotation says int).
         port = TCPPort(
-            binding, protocolFactory, self.backlog, self.interface, self.reactor
+            binding,  # type: ignore[arg-type]
+            protocolFactory,
+            self.backlog,
+            self.interface,
+            self.reactor,
         )
         try:
             port.startListening()

@@ -36,7 +36,7 @@ _FAMILIES = {
     "INET6": socket.AF_INET6,
     "UNIX": socket.AF_UNIX,
 }
-_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram"}
+_TYPES: dict[int, str] = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "datagram"}
 
 
 class Notifier:
@@ -201,7 +201,8 @@ class Watchdog(Service):
     @ivar interval: Seconds between pings.
     """
 
-    name = "systemd-watchdog"
+    # Twisted's Service declares name = None, untyped, so mypy takes it as None.
+    name = "systemd-watchdog"  # type: ignore[assignment]
 
     def __init__(self, notifier: Notifier, timeout: float, clock: Any) -> None:
         self.notifier = notifier

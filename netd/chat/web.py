@@ -432,12 +432,13 @@ class ChatWebSocketResource(WebSocketResource):
     The WebSocket endpoint: admits the client (origin, session limits)
     before the upgrade.
 
-    @ivar server: The chat service.
+    @ivar chatServer: The chat service (not C{server}: L{Resource} has a
+        C{server} attribute of its own).
     """
 
     def __init__(self, server: ChatServer) -> None:
         super().__init__(self)
-        self.server = server
+        self.chatServer = server
 
     def buildProtocol(self, request: Request) -> ChatWebSocket:
         """
@@ -446,7 +447,7 @@ class ChatWebSocketResource(WebSocketResource):
         @param request: The request being upgraded.
         @return: A L{ChatWebSocket}.
         """
-        return ChatWebSocket(self.server, request, _clientHost(request))
+        return ChatWebSocket(self.chatServer, request, _clientHost(request))
 
     def render_GET(self, request: Request) -> Any:
         """
@@ -455,12 +456,12 @@ class ChatWebSocketResource(WebSocketResource):
         @param request: The request.
         @return: The upgrade (C{NOT_DONE_YET}) or an error page.
         """
-        if self.server.settings.webCheckOrigin and not sameOrigin(request):
+        if self.chatServer.settings.webCheckOrigin and not sameOrigin(request):
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"cross-origin WebSocket refused\n"
         host = _clientHost(request)
-        policy = self.server.policy
+        policy = self.chatServer.policy
         if policy is not None and not policy.admit(host):
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -523,12 +524,13 @@ class ChatWebResource(Resource):
     C{"ws"}. Requested without its trailing slash, it redirects to it (so
     that the page's relative C{ws} URL resolves).
 
-    @ivar server: The chat service.
+    @ivar chatServer: The chat service (not C{server}: L{Resource} has a
+        C{server} attribute of its own).
     """
 
     def __init__(self, server: ChatServer) -> None:
         super().__init__()
-        self.server = server
+        self.chatServer = server
         self.putChild(b"", ChatPage(server))
         self.putChild(b"ws", ChatWebSocketResource(server))
 
