@@ -13,11 +13,21 @@ applies the classic inetd rules and a per-source budget before any reply:
     two netd hosts, would otherwise talk to each other forever);
   - at most C{rate} replies per second to one source address, with bursts of
     C{burst}, metered with GCRA (one float per address).
+
+Every UDP service that answers declares L{guardSettings} among its settings
+and builds its guard with L{guardFor}, so the rules and their keys are the
+same for all of them; L{GuardedReplyDatagram} is the whole UDP side of a
+service whose reply is made by one function (chargen, daytime, time).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Set
+from typing import Any
+
+from netd.datagrams import ServiceDatagramProtocol
+from netd.servicetype import ServiceContext
+from netd.settings import Setting, boolean, integer, number
 
 _SWEEP_EVERY = 1.0
 
@@ -105,3 +115,95 @@ class ReplyGuard:
         @return: How many source addresses have budget state.
         """
         return len(self._theoreticalArrival)
+
+
+def guardSettings() -> tuple[Setting, ...]:
+    """
+    The settings of a L{ReplyGuard}, for a service type's C{settings}.
+
+    @return: C{udp_min_source_port}, C{udp_refuse_own_ports},
+        C{udp_reply_rate} and C{udp_reply_burst}.
+    """
+    return (
+        Setting(
+            "udp_min_source_port",
+            1024,
+            integer(0, 65535),
+            "UDP datagrams from lower source ports get no reply (0: reply to all but port 0)",
+        ),
+        Setting(
+            "udp_refuse_own_ports",
+            True,
+            boolean,
+            "no UDP reply to a source port netd itself listens on",
+        ),
+        Setting(
+            "udp_reply_rate",
+            100.0,
+            number(0.001, 1e9),
+            "UDP replies per second to one source address",
+        ),
+        Setting(
+            "udp_reply_burst",
+            200,
+            integer(1, 1_000_000_000),
+            "UDP replies one source address may get back to back",
+        ),
+    )
+
+
+def guardFor(context: ServiceContext) -> ReplyGuard:
+    """
+    Build the reply guard of one UDP listener from its service's
+    L{guardSettings}.
+
+    @param context: The service instance.
+    @return: A new guard, on the instance's reactor clock.
+    """
+    settings = context.settings
+    ownPorts = context.ownPorts if settings["udp_refuse_own_ports"] else frozenset()
+    return ReplyGuard(
+        minSourcePort=settings["udp_min_source_port"],
+        ownPorts=ownPorts,
+        rate=settings["udp_reply_rate"],
+        burst=settings["udp_reply_burst"],
+        clock=context.reactor.seconds,
+    )
+
+
+class GuardedReplyDatagram(ServiceDatagramProtocol):
+    """
+    Answers each datagram that passes the filter and the guard with
+    L{answer}'s bytes.
+
+    @ivar guard: Decides which sources get a reply.
+    @ivar answer: Makes the reply to one datagram.
+    """
+
+    def __init__(
+        self,
+        context: ServiceContext,
+        guard: ReplyGuard,
+        answer: Callable[[bytes], bytes],
+    ) -> None:
+        """
+        @param context: The service instance.
+        @param guard: The listener's guard (L{guardFor}).
+        @param answer: Called with the request's payload, returns the reply.
+        """
+        super().__init__(context)
+        self.guard = guard
+        self.answer = answer
+
+    def serviceDatagram(self, data: bytes, addr: Any) -> None:
+        """
+        Reply, unless the guard says no.
+
+        @param data: The payload.
+        @param addr: The source C{(host, port, ...)}.
+        """
+        reason = self.guard.check(addr[0], addr[1])
+        if reason is not None:
+            self.drop(reason, addr[0])
+            return
+        self.reply(self.answer(data), addr)

@@ -23,9 +23,8 @@ from zope.interface import implementer
 
 from netd.datagrams import ServiceDatagramProtocol
 from netd.descriptions import DatagramListener
-from netd.reflection import ReplyGuard
+from netd.reflection import ReplyGuard, guardFor, guardSettings
 from netd.servicetype import ServiceContext, ServiceType
-from netd.settings import Setting, boolean, integer, number
 
 
 @implementer(IHalfCloseableProtocol)
@@ -118,47 +117,13 @@ def buildDatagramProtocol(
     @param listener: The UDP listener.
     @return: The protocol for it, with its own reply guard.
     """
-    settings = context.settings
-    ownPorts = context.ownPorts if settings["udp_refuse_own_ports"] else frozenset()
-    guard = ReplyGuard(
-        minSourcePort=settings["udp_min_source_port"],
-        ownPorts=ownPorts,
-        rate=settings["udp_reply_rate"],
-        burst=settings["udp_reply_burst"],
-        clock=context.reactor.seconds,
-    )
-    return EchoDatagram(context, guard)
+    return EchoDatagram(context, guardFor(context))
 
 
 echo = ServiceType(
     name="echo",
     description="RFC 862: send back every byte (TCP) or datagram (UDP)",
-    settings=(
-        Setting(
-            "udp_min_source_port",
-            1024,
-            integer(0, 65535),
-            "UDP datagrams from lower source ports get no reply (0: reply to all but port 0)",
-        ),
-        Setting(
-            "udp_refuse_own_ports",
-            True,
-            boolean,
-            "no UDP reply to a source port netd itself listens on",
-        ),
-        Setting(
-            "udp_reply_rate",
-            100.0,
-            number(0.001, 1e9),
-            "UDP replies per second to one source address",
-        ),
-        Setting(
-            "udp_reply_burst",
-            200,
-            integer(1, 1_000_000_000),
-            "UDP replies one source address may get back to back",
-        ),
-    ),
+    settings=guardSettings(),
     buildStreamFactory=buildStreamFactory,
     buildDatagramProtocol=buildDatagramProtocol,
 )
