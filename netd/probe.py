@@ -120,6 +120,32 @@ class ProbeTarget:
         skt.connect(self.address)
         return skt
 
+    def askDatagram(self, payload: bytes, attempts: int = 3) -> bytes:
+        """
+        Send a datagram until one comes back (UDP is lossy), within
+        L{timeout} in all.
+
+        @param payload: What to send.
+        @param attempts: How many times to send it.
+        @return: The first datagram received.
+        @raise ProbeFailed: If none comes, or the socket fails.
+        """
+        with self.datagramSocket() as skt:
+            skt.settimeout(self.timeout / attempts)
+            for attempt in range(attempts):
+                try:
+                    skt.send(payload)
+                    return skt.recv(65535)
+                except socket.timeout:
+                    continue
+                except OSError as e:
+                    raise ProbeFailed(f"no reply: {_why(e)}") from None
+        raise ProbeFailed(
+            f"no reply to {attempts} datagrams within {self.timeout:g}s (are "
+            "127.0.0.1/::1 allowed, and the reply guard's limits above "
+            f"{attempts} datagrams?)"
+        )
+
 
 def _why(error: BaseException) -> str:
     """

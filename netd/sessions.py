@@ -191,21 +191,30 @@ class Session(ProtocolWrapper):
 
     def write(self, data: bytes) -> None:
         """
-        Count and send.
+        Count, enforce the byte limit, send.
+
+        The limit is checked on output too, for services that send without
+        being sent anything (chargen).
 
         @param data: Bytes for the peer.
         """
         self._bytesOut += len(data)
+        if self._maxBytes and self._bytesIn + self._bytesOut > self._maxBytes:
+            self._cut("maximum session bytes reached")
+            return
         self.transport.write(data)
 
     def writeSequence(self, data: Any) -> None:
         """
-        Count and send.
+        Count, enforce the byte limit, send.
 
         @param data: A sequence of byte strings for the peer.
         """
         data = list(data)
         self._bytesOut += sum(map(len, data))
+        if self._maxBytes and self._bytesIn + self._bytesOut > self._maxBytes:
+            self._cut("maximum session bytes reached")
+            return
         self.transport.writeSequence(data)
 
     def _checkIdle(self) -> None:

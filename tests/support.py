@@ -137,3 +137,19 @@ def escape(path: str) -> str:
     @return: The name with C{:} and C{=} and C{\\} backslash-escaped.
     """
     return path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def smallServiceConfig(type: str, port: int, settings: str = "") -> str:
+    """
+    Configuration text for one service on TCP and UDP of the loopback address.
+
+    @param type: The service type (also the instance name).
+    @param port: Its TCP and UDP port.
+    @param settings: Lines of type-specific settings.
+    @return: TOML text.
+    """
+    return (
+        f'[services.{type}]\ntype = "{type}"\n'
+        f'listen = ["tcp:{port}:interface=127.0.0.1", '
+        f'"udp:{port}:interface=127.0.0.1"]\n{settings}\n'
+    )

@@ -16,9 +16,18 @@ def serviceTypes() -> Mapping[str, ServiceType]:
 
     @return: A mapping from name to L{ServiceType}.
     """
-    from netd.services import chat, discard, echo, http
+    from netd.services import chargen, chat, daytime, discard, echo, http
+    from netd.services import timeservice
 
     return {
         serviceType.name: serviceType
-        for serviceType in (echo.echo, discard.discard, chat.chat, http.http)
+        for serviceType in (
+            echo.echo,
+            discard.discard,
+            chat.chat,
+            http.http,
+            chargen.chargen,
+            daytime.daytime,
+            timeservice.timeService,
+        )
     }
