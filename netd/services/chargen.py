@@ -25,9 +25,14 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPullProducer
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IProtocolFactory,
+    IPullProducer,
+)
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import wire
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.descriptions import DatagramListener
@@ -76,6 +81,10 @@ class Chargen(wire.Chargen):
     @ivar produced: How many bytes this protocol has handed to its transport.
     """
 
+    # Set by makeConnection: a TCP, TLS or session transport (with
+    # producer registration and loseConnection).
+    transport: Any
+
     produced = 0
     _stopped = False
 
@@ -114,7 +123,7 @@ class Chargen(wire.Chargen):
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         @param reason: Why the connection ended.
         """
@@ -147,7 +156,7 @@ def datagramAnswer(
     return answer
 
 
-def buildStreamFactory(context: ServiceContext) -> Factory:
+def buildStreamFactory(context: ServiceContext) -> IProtocolFactory:
     """
     @param context: The service instance.
     @return: A factory of L{Chargen} protocols.

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 
 from netd.descriptions import DatagramListener
@@ -90,6 +91,10 @@ class Daytime(Protocol):
     @ivar line: Makes the line.
     """
 
+    # Set by makeConnection: a TCP, TLS or session transport (with
+    # producer registration and loseConnection).
+    transport: Any
+
     def __init__(self, line: Callable[[], bytes]) -> None:
         self.line = line
 
@@ -101,7 +106,7 @@ class Daytime(Protocol):
         self.transport.loseConnection()
 
 
-def buildStreamFactory(context: ServiceContext) -> Factory:
+def buildStreamFactory(context: ServiceContext) -> IProtocolFactory:
     """
     @param context: The service instance.
     @return: A factory of L{Daytime} protocols.

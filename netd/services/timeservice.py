@@ -27,6 +27,9 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from typing import Any
+
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 
 from netd.descriptions import DatagramListener
@@ -79,6 +82,10 @@ class Time(Protocol):
     @ivar clock: Returns the current POSIX time.
     """
 
+    # Set by makeConnection: a TCP, TLS or session transport (with
+    # producer registration and loseConnection).
+    transport: Any
+
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
 
@@ -90,7 +97,7 @@ class Time(Protocol):
         self.transport.loseConnection()
 
 
-def buildStreamFactory(context: ServiceContext) -> Factory:
+def buildStreamFactory(context: ServiceContext) -> IProtocolFactory:
     """
     @param context: The service instance.
     @return: A factory of L{Time} protocols.
