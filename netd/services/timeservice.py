@@ -26,7 +26,6 @@ import struct
 import time
 from collections.abc import Callable
 from functools import partial
-
 from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
