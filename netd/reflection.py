@@ -207,3 +207,25 @@ class GuardedReplyDatagram(ServiceDatagramProtocol):
             self.drop(reason, addr[0])
             return
         self.reply(self.answer(data), addr)
+
+
+def guardedReplies(
+    answerFor: Callable[[ServiceContext], Callable[[bytes], bytes]],
+) -> Callable[[ServiceContext, Any], GuardedReplyDatagram]:
+    """
+    The C{buildDatagramProtocol} of a service type whose UDP side is
+    L{GuardedReplyDatagram}.
+
+    @param answerFor: Given the service instance, makes the reply maker of
+        one listener (called once per listener).
+    @return: A builder taking the service instance and a
+        L{DatagramListener<netd.descriptions.DatagramListener>}, returning
+        the listener's protocol with its own guard (L{guardFor}).
+    """
+
+    def buildDatagramProtocol(
+        context: ServiceContext, listener: Any
+    ) -> GuardedReplyDatagram:
+        return GuardedReplyDatagram(context, guardFor(context), answerFor(context))
+
+    return buildDatagramProtocol

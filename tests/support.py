@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet.task import Clock
 
 from netd.config import Limits, ServiceConfig
+from netd.descriptions import DatagramListener
 from netd.drops import DropLog
 from netd.policy import SessionPolicy
 from netd.services import serviceTypes
@@ -153,3 +154,67 @@ def smallServiceConfig(type: str, port: int, settings: str = "") -> str:
         f'listen = ["tcp:{port}:interface=127.0.0.1", '
         f'"udp:{port}:interface=127.0.0.1"]\n{settings}\n'
     )
+
+
+class GuardedRepliesMixin:
+    """
+    The tests every UDP service behind the reply guard shares (chargen,
+    daytime, time), for a L{SynchronousTestCase} that sets L{serviceType}
+    and L{ownPort}.
+
+    @ivar serviceType: The service type's name.
+    @ivar ownPort: A port of netd's own, for the fake listener.
+    @ivar startTime: Where the fake clock starts.
+    @ivar context: The service instance of the last L{makeProtocol}.
+    """
+
+    serviceType: str
+    ownPort: int
+    startTime = 0.0
+    context: ServiceContext
+    assertEqual: Any
+
+    def makeProtocol(self, **settings: object) -> Any:
+        """
+        @param settings: Settings over the type's defaults.
+        @return: The datagram protocol of a listener on L{ownPort}, on a
+            L{FakeDatagramTransport} and a fake clock.
+        """
+        self.context = makeContext(
+            self.serviceType, settings=settings, ownPorts={self.ownPort}
+        )
+        self.context.reactor.advance(self.startTime)
+        description = f"udp:{self.ownPort}"
+        listener = DatagramListener(description, self.ownPort, "127.0.0.1")
+        buildDatagramProtocol = serviceTypes()[self.serviceType].buildDatagramProtocol
+        assert buildDatagramProtocol is not None
+        protocol = buildDatagramProtocol(self.context, listener)
+        protocol.transport = FakeDatagramTransport()
+        return protocol
+
+    def test_guardRefusals(self) -> None:
+        """
+        No reply to a privileged source port (echo on 7, chargen on 19 of
+        another host: the classic loop), to one of netd's own ports, or past
+        the per-source budget until the budget refills; each refusal is
+        counted by reason.
+        """
+        protocol = self.makeProtocol(udp_reply_rate=1.0, udp_reply_burst=2)
+        protocol.datagramReceived(b"x", ("192.0.2.1", 7))
+        protocol.datagramReceived(b"x", ("192.0.2.1", 19))
+        protocol.datagramReceived(b"x", ("127.0.0.1", self.ownPort))
+        self.assertEqual(protocol.transport.written, [])
+        for port in range(40000, 40005):
+            protocol.datagramReceived(b"x", ("192.0.2.9", port))
+        self.assertEqual(len(protocol.transport.written), 2)
+        self.context.reactor.advance(1)
+        protocol.datagramReceived(b"x", ("192.0.2.9", 40000))
+        self.assertEqual(len(protocol.transport.written), 3)
+        self.assertEqual(
+            self.context.datagramDrops.totals,
+            {
+                "privileged source port": 2,
+                "source is a netd service port": 1,
+                "reply budget exceeded": 3,
+            },
+        )

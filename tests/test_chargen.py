@@ -17,19 +17,21 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import Limits, parseConfig
-from netd.descriptions import DatagramListener
 from netd.probe import probeConfig
 from netd.services.chargen import (
     CHUNK,
     CYCLE,
     Chargen,
-    buildDatagramProtocol,
     buildStreamFactory,
     datagramAnswer,
     patternLine,
 )
 from netd.sessions import SessionFactory
-from tests.support import FakeDatagramTransport, makeContext, smallServiceConfig
+from tests.support import (
+    GuardedRepliesMixin,
+    makeContext,
+    smallServiceConfig,
+)
 from tests.test_endtoend import freePorts
 from tests.test_listeners import LOOPBACK, NetdTestMixin, echoConfig, settle, waitFor
 
@@ -194,21 +196,13 @@ class ChargenSessionTests(SynchronousTestCase):
         self.assertEqual(context.counters.bytesOut, 4 * len(CHUNK))
 
 
-class ChargenDatagramTests(SynchronousTestCase):
+class ChargenDatagramTests(GuardedRepliesMixin, SynchronousTestCase):
     """
     Tests for chargen over UDP and its guard.
     """
 
-    def makeProtocol(self, **settings: object) -> object:
-        """
-        @param settings: Chargen settings over the defaults.
-        @return: The protocol, on a L{FakeDatagramTransport}.
-        """
-        self.context = makeContext("chargen", settings=settings, ownPorts={10019})
-        listener = DatagramListener("udp:10019", 10019, "127.0.0.1")
-        protocol = buildDatagramProtocol(self.context, listener)
-        protocol.transport = FakeDatagramTransport()
-        return protocol
+    serviceType = "chargen"
+    ownPort = 10019
 
     def test_randomLengthOfPattern(self) -> None:
         """
@@ -252,32 +246,6 @@ class ChargenDatagramTests(SynchronousTestCase):
         protocol = self.makeProtocol(udp_max_reply=0)
         protocol.datagramReceived(b"", ("127.0.0.1", 40000))
         self.assertEqual(protocol.transport.written, [(b"", ("127.0.0.1", 40000))])
-
-    def test_guardRefusals(self) -> None:
-        """
-        No reply to a privileged source port (echo on 7, chargen on 19 of
-        another host: the classic loop), to one of netd's own ports, or past
-        the per-source budget; each refusal is counted.
-        """
-        protocol = self.makeProtocol(udp_reply_rate=1.0, udp_reply_burst=2)
-        protocol.datagramReceived(b"x", ("192.0.2.1", 7))
-        protocol.datagramReceived(b"x", ("192.0.2.1", 19))
-        protocol.datagramReceived(b"x", ("127.0.0.1", 10019))
-        self.assertEqual(protocol.transport.written, [])
-        for port in range(40000, 40005):
-            protocol.datagramReceived(b"x", ("192.0.2.9", port))
-        self.assertEqual(len(protocol.transport.written), 2)
-        self.context.reactor.advance(1)
-        protocol.datagramReceived(b"x", ("192.0.2.9", 40000))
-        self.assertEqual(len(protocol.transport.written), 3)
-        self.assertEqual(
-            self.context.datagramDrops.totals,
-            {
-                "privileged source port": 2,
-                "source is a netd service port": 1,
-                "reply budget exceeded": 3,
-            },
-        )
 
 
 class ChargenSocketTests(NetdTestMixin, TestCase):

@@ -17,11 +17,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import parseConfig
-from netd.descriptions import DatagramListener
 from netd.probe import ProbeFailed, ProbeTarget, probeConfig
 from netd.services.timeservice import (
     WRAP,
-    buildDatagramProtocol,
     buildStreamFactory,
     encode,
     fromRfc868Seconds,
@@ -29,7 +27,11 @@ from netd.services.timeservice import (
     timeProbe,
 )
 from netd.sessions import SessionFactory
-from tests.support import FakeDatagramTransport, makeContext, smallServiceConfig
+from tests.support import (
+    GuardedRepliesMixin,
+    makeContext,
+    smallServiceConfig,
+)
 from tests.test_endtoend import freePorts
 from tests.test_listeners import LOOPBACK, NetdTestMixin, echoConfig, waitFor
 
@@ -111,21 +113,13 @@ class TimeStreamTests(SynchronousTestCase):
             context.reactor.advance(1)
 
 
-class TimeDatagramTests(SynchronousTestCase):
+class TimeDatagramTests(GuardedRepliesMixin, SynchronousTestCase):
     """
     Tests for time over UDP and its guard.
     """
 
-    def makeProtocol(self, **settings: object) -> object:
-        """
-        @param settings: Time settings over the defaults.
-        @return: The protocol, on a L{FakeDatagramTransport}.
-        """
-        self.context = makeContext("time", settings=settings, ownPorts={10037})
-        listener = DatagramListener("udp:10037", 10037, "127.0.0.1")
-        protocol = buildDatagramProtocol(self.context, listener)
-        protocol.transport = FakeDatagramTransport()
-        return protocol
+    serviceType = "time"
+    ownPort = 10037
 
     def test_replyPerDatagram(self) -> None:
         """
@@ -137,25 +131,6 @@ class TimeDatagramTests(SynchronousTestCase):
         self.assertEqual(
             protocol.transport.written,
             [(encode(0), ("127.0.0.1", 40000))] * 2,
-        )
-
-    def test_guardRefusals(self) -> None:
-        """
-        No reply to a privileged or own port, nor past the budget.
-        """
-        protocol = self.makeProtocol(udp_reply_rate=1.0, udp_reply_burst=1)
-        protocol.datagramReceived(b"", ("192.0.2.1", 37))
-        protocol.datagramReceived(b"", ("127.0.0.1", 10037))
-        protocol.datagramReceived(b"", ("192.0.2.2", 50000))
-        protocol.datagramReceived(b"", ("192.0.2.2", 50001))
-        self.assertEqual(len(protocol.transport.written), 1)
-        self.assertEqual(
-            self.context.datagramDrops.totals,
-            {
-                "privileged source port": 1,
-                "source is a netd service port": 1,
-                "reply budget exceeded": 1,
-            },
         )
 
 

@@ -35,9 +35,8 @@ from twisted.protocols import wire
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netd.descriptions import DatagramListener
 from netd.probe import ProbeFailed, ProbeTarget
-from netd.reflection import GuardedReplyDatagram, guardFor, guardSettings
+from netd.reflection import guardedReplies, guardSettings
 from netd.servicetype import ServiceContext, ServiceType
 from netd.settings import Setting, integer
 
@@ -166,19 +165,10 @@ def buildStreamFactory(context: ServiceContext) -> IProtocolFactory:
     return factory
 
 
-def buildDatagramProtocol(
-    context: ServiceContext, listener: DatagramListener
-) -> GuardedReplyDatagram:
-    """
-    @param context: The service instance.
-    @param listener: The UDP listener.
-    @return: The protocol for it, with its own reply guard.
-    """
-    return GuardedReplyDatagram(
-        context,
-        guardFor(context),
-        datagramAnswer(context.settings["udp_max_reply"]),
-    )
+# Each UDP listener gets its own guard and its own rotation.
+buildDatagramProtocol = guardedReplies(
+    lambda context: datagramAnswer(context.settings["udp_max_reply"])
+)
 
 
 def chargenProbe(target: ProbeTarget) -> str:

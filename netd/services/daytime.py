@@ -27,9 +27,8 @@ from typing import Any
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 
-from netd.descriptions import DatagramListener
 from netd.probe import ProbeFailed, ProbeTarget
-from netd.reflection import GuardedReplyDatagram, guardFor, guardSettings
+from netd.reflection import guardedReplies, guardSettings
 from netd.servicetype import ServiceContext, ServiceType
 from netd.settings import Setting, boolean, describe
 
@@ -117,16 +116,16 @@ def buildStreamFactory(context: ServiceContext) -> IProtocolFactory:
     return factory
 
 
-def buildDatagramProtocol(
-    context: ServiceContext, listener: DatagramListener
-) -> GuardedReplyDatagram:
+def datagramAnswer(context: ServiceContext) -> Callable[[bytes], bytes]:
     """
     @param context: The service instance.
-    @param listener: The UDP listener.
-    @return: The protocol for it, with its own reply guard.
+    @return: The UDP reply maker: the current line, whatever the request.
     """
     line = lineMaker(context)
-    return GuardedReplyDatagram(context, guardFor(context), lambda data: line())
+    return lambda data: line()
+
+
+buildDatagramProtocol = guardedReplies(datagramAnswer)
 
 
 def daytimeProbe(target: ProbeTarget) -> str:

@@ -31,9 +31,8 @@ from typing import Any
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 
-from netd.descriptions import DatagramListener
 from netd.probe import ProbeFailed, ProbeTarget
-from netd.reflection import GuardedReplyDatagram, guardFor, guardSettings
+from netd.reflection import guardedReplies, guardSettings
 from netd.servicetype import ServiceContext, ServiceType
 
 # Seconds from 1900-01-01 00:00 UTC to the POSIX epoch (RFC 868's own
@@ -107,18 +106,16 @@ def buildStreamFactory(context: ServiceContext) -> IProtocolFactory:
     return factory
 
 
-def buildDatagramProtocol(
-    context: ServiceContext, listener: DatagramListener
-) -> GuardedReplyDatagram:
+def datagramAnswer(context: ServiceContext) -> Callable[[bytes], bytes]:
     """
     @param context: The service instance.
-    @param listener: The UDP listener.
-    @return: The protocol for it, with its own reply guard.
+    @return: The UDP reply maker: the current time, whatever the request.
     """
     clock = context.reactor.seconds
-    return GuardedReplyDatagram(
-        context, guardFor(context), lambda data: encode(clock())
-    )
+    return lambda data: encode(clock())
+
+
+buildDatagramProtocol = guardedReplies(datagramAnswer)
 
 
 def timeProbe(target: ProbeTarget, clock: Callable[[], float] = time.time) -> str:
