@@ -1246,5 +1246,5 @@ class ConfigTests(SynchronousTestCase):
         resource = buildWebResource(context)
         self.assertIsInstance(factory.server, ChatServer)
         self.assertIs(protocol.server, factory.server)
-        self.assertIs(resource.server, factory.server)
+        self.assertIs(resource.chatServer, factory.server)
         self.assertIsNot(buildStreamFactory(makeContext("chat")).server, factory.server)
