@@ -206,12 +206,12 @@ class ChargenDatagramTests(GuardedRepliesMixin, SynchronousTestCase):
 
     def test_randomLengthOfPattern(self) -> None:
         """
-        Each reply is 0 to 512 characters of the pattern, whatever the
-        request, to the request's source.
+        Each reply is 0 to 512 characters of the pattern, at most the
+        request's length, to the request's source.
         """
         protocol = self.makeProtocol()
         for n in range(200):
-            protocol.datagramReceived(b"x" * (n % 3), ("127.0.0.1", 40000 + n))
+            protocol.datagramReceived(b"x" * (600 + n), ("127.0.0.1", 40000 + n))
         written = protocol.transport.written
         self.assertEqual(len(written), 200)
         lengths = {len(data) for data, addr in written}
@@ -228,7 +228,7 @@ class ChargenDatagramTests(GuardedRepliesMixin, SynchronousTestCase):
         protocol = self.makeProtocol()
         protocol.answer = datagramAnswer(512, lambda low, high: high)
         for _ in range(96):
-            protocol.datagramReceived(b"", ("127.0.0.1", 40000))
+            protocol.datagramReceived(b"x" * 512, ("127.0.0.1", 40000))
         written = [data for data, addr in protocol.transport.written]
         self.assertEqual(written[0], expectedStream(512))
         self.assertEqual(written[1][:74], patternLine(1))
@@ -241,11 +241,22 @@ class ChargenDatagramTests(GuardedRepliesMixin, SynchronousTestCase):
         """
         protocol = self.makeProtocol(udp_max_reply=10)
         for _ in range(100):
-            protocol.datagramReceived(b"", ("127.0.0.1", 40000))
+            protocol.datagramReceived(b"x" * 100, ("127.0.0.1", 40000))
         self.assertLessEqual(max(len(d) for d, a in protocol.transport.written), 10)
         protocol = self.makeProtocol(udp_max_reply=0)
-        protocol.datagramReceived(b"", ("127.0.0.1", 40000))
+        protocol.datagramReceived(b"x" * 100, ("127.0.0.1", 40000))
         self.assertEqual(protocol.transport.written, [(b"", ("127.0.0.1", 40000))])
+
+    def test_neverLongerThanTheRequest(self) -> None:
+        """
+        A reply is never longer than the request's payload, whatever length
+        is drawn: UDP chargen does not amplify (an empty request gets an
+        empty reply).
+        """
+        answer = datagramAnswer(512, lambda low, high: high)
+        self.assertEqual(answer(b""), b"")
+        self.assertEqual(len(answer(b"x" * 7)), 7)
+        self.assertEqual(len(answer(b"x" * 1000)), 512)
 
 
 class ChargenSocketTests(NetdTestMixin, TestCase):

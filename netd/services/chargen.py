@@ -14,9 +14,10 @@ memory, not a growing buffer. The session layer's limits
 UDP: each datagram that passes the filter and the L{ReplyGuard
 <netd.reflection.ReplyGuard>} gets one datagram of a random length between
 0 and C{udp_max_reply} (512 by default, the RFC's bound) characters of the
-pattern. Chargen over UDP is the classic amplifier and one end of the
-classic echo-chargen loop, hence the guard and the cap (see
-C{docs/security.md}).
+pattern, and never longer than the request's payload: chargen over UDP is
+the classic amplifier and one end of the classic echo-chargen loop, so it
+answers with no more bytes than it was sent (an empty request gets an empty
+reply), behind the guard (see C{docs/security.md}).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def datagramAnswer(
 
     @param maxReply: The longest reply, in characters.
     @param randint: Picks the length, as L{random.randint} does.
-    @return: A function of the request payload (ignored) to the reply.
+    @return: A function of the request payload to the reply: never longer
+        than the payload, so chargen does not amplify.
     """
     state = {"line": 0}
     doubled = CYCLE + CYCLE[:maxReply]
@@ -150,7 +152,7 @@ def datagramAnswer(
         line = state["line"]
         state["line"] = (line + 1) % len(RING)
         start = line * lineSize
-        return doubled[start : start + randint(0, maxReply)]
+        return doubled[start : start + randint(0, min(maxReply, len(data)))]
 
     return answer
 
@@ -174,7 +176,8 @@ buildDatagramProtocol = guardedReplies(
 def chargenProbe(target: ProbeTarget) -> str:
     """
     Chargen: TCP sends the first lines of the pattern; UDP answers a
-    datagram with a prefix of it (possibly empty: the length is random).
+    datagram with a prefix of it (possibly empty: the length is random, at
+    most the request's).
 
     @param target: The listener.
     @return: What was checked.
@@ -182,7 +185,7 @@ def chargenProbe(target: ProbeTarget) -> str:
     """
     wanted = CYCLE[: 3 * (LINE_LENGTH + 2)]
     if target.transport == "datagram":
-        reply = target.askDatagram(b"probe")
+        reply = target.askDatagram(b"netd probe " * 8)
         if reply not in CYCLE + CYCLE:
             raise ProbeFailed(f"replied {reply[:40]!r}, not the pattern")
         return f"answered a datagram with {len(reply)} characters of the pattern"
@@ -210,7 +213,7 @@ chargen = ServiceType(
             "udp_max_reply",
             512,
             integer(0, 512),
-            "longest UDP reply in characters (RFC 864: random 0-512); bounds the amplification",
+            "longest UDP reply in characters (RFC 864: random 0-512); a reply is never longer than its request",
         ),
     ),
     buildStreamFactory=buildStreamFactory,
