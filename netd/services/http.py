@@ -258,7 +258,12 @@ SETTINGS = (
         directory,
         "the document root (without it: netd's own page, listing the services)",
     ),
-    Setting("index", ("index.html",), fileNames, "files served for a directory"),
+    Setting(
+        "index",
+        ("index.html",),
+        fileNames,
+        "files served for a URL ending with /, tried in order",
+    ),
     Setting("listing", False, boolean, "list directories that have no index file"),
     Setting(
         "follow_symlinks",
@@ -318,8 +323,18 @@ SETTINGS = (
         number(1, 3600),
         "seconds a client may stop reading before it is cut",
     ),
-    Setting("access_log_file", None, filePath, "a Combined Log Format file"),
-    Setting("access_log_events", False, boolean, "one log event per request"),
+    Setting(
+        "access_log_file",
+        None,
+        filePath,
+        "a Combined Log Format file of every request, written once a second",
+    ),
+    Setting(
+        "access_log_events",
+        False,
+        boolean,
+        "one log event per request (off: only one event per connection)",
+    ),
     Setting(
         "status_path",
         None,
@@ -328,7 +343,12 @@ SETTINGS = (
     ),
     Setting("status_allow", LOOPBACK, networks, "who may read the status endpoint"),
     Setting("chat", None, serviceName, "a service whose web front end is mounted"),
-    Setting("chat_path", "/chat/", mountPath, "where it is mounted"),
+    Setting(
+        "chat_path",
+        "/chat/",
+        mountPath,
+        "the path where the chat page is mounted (its WebSocket: this path + ws)",
+    ),
 )
 
 _FIELDS = {
