@@ -17,7 +17,7 @@ def serviceTypes() -> Mapping[str, ServiceType]:
     @return: A mapping from name to L{ServiceType}.
     """
     from netd.services import chargen, chat, daytime, discard, echo, http
-    from netd.services import timeservice
+    from netd.services import forward, timeservice
 
     return {
         serviceType.name: serviceType
@@ -29,5 +29,6 @@ def serviceTypes() -> Mapping[str, ServiceType]:
             chargen.chargen,
             daytime.daytime,
             timeservice.timeService,
+            forward.forward,
         )
     }
