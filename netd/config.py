@@ -303,8 +303,18 @@ def _absolutePath(value: Any) -> str:
 
 
 GLOBAL_SETTINGS = (
-    Setting("user", None, optionalString, "user to switch to after binding"),
-    Setting("group", None, optionalString, "group to switch to after binding"),
+    Setting(
+        "user",
+        None,
+        optionalString,
+        "user (name or uid) to switch to after binding, when started as root",
+    ),
+    Setting(
+        "group",
+        None,
+        optionalString,
+        "group to switch to after binding (default: the user's group)",
+    ),
     Setting(
         "reuse_port",
         False,
@@ -329,8 +339,18 @@ GLOBAL_SETTINGS = (
         number(0, 86400),
         "seconds open sessions get to finish after SIGTERM before they are closed",
     ),
-    Setting("log_format", "text", _choice("text", "json"), "text or json"),
-    Setting("log_file", None, _absolutePath, "a file to log to, with rotation"),
+    Setting(
+        "log_format",
+        "text",
+        _choice("text", "json"),
+        "the format of the log destinations: text lines or JSON lines",
+    ),
+    Setting(
+        "log_file",
+        None,
+        _absolutePath,
+        "an absolute path to log to, opened as root before privileges are dropped",
+    ),
     Setting(
         "log_rotate_size",
         10_000_000,
