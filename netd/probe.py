@@ -90,8 +90,9 @@ class ProbeTarget:
 
     def connect(self) -> socket.socket:
         """
-        Open a stream connection (through TLS for an C{ssl:} listener; the
-        certificate is not verified: this is netd checking itself).
+        Open a stream connection (through TLS for an C{ssl:} listener,
+        offering ALPN C{h2,http/1.1} as a browser does; the certificate is not
+        verified: this is netd checking itself).
 
         @return: The connected socket.
         @raise ProbeFailed: If it cannot connect.
@@ -104,6 +105,9 @@ class ProbeTarget:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
+                # Offer ALPN as browsers and curl do: a server that mishandles
+                # it (issue 12) must fail the probe, not only real clients.
+                context.set_alpn_protocols(["h2", "http/1.1"])
                 skt = context.wrap_socket(skt)
         except (OSError, ssl.SSLError) as e:
             skt.close()

@@ -7,6 +7,8 @@ in a thread against a netd running in the test's reactor.
 from __future__ import annotations
 
 import io
+import json
+import os
 
 import attrs
 from twisted.internet.threads import deferToThread
@@ -24,6 +26,8 @@ from netd.probe import (
     targetFor,
 )
 from netd.tap import EX_UNAVAILABLE, Options
+from netd.tls import ServerTLS
+from tests.support import escape, writeSelfSignedCertificate
 from tests.test_endtoend import freePorts
 
 
@@ -213,3 +217,62 @@ class TargetTests(SynchronousTestCase):
             "probe skipped a on udp:7:interface=127.0.0.1: no datagram probe for echo",
             out.getvalue(),
         )
+
+
+class TLSProbeTests(TestCase):
+    """
+    Probing C{ssl:} listeners, offering ALPN as browsers and curl do
+    (issue 12).
+    """
+
+    startNetd = ProbeTests.startNetd
+
+    def tlsConfig(self) -> tuple[str, str, str]:
+        """
+        @return: A configuration of http and echo on C{ssl:} listeners of
+            free ports, and their two descriptions.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "root"))
+        with open(os.path.join(directory, "root", "index.html"), "w") as f:
+            f.write("probed\n")
+        keyPath, certPath = writeSelfSignedCertificate(directory)
+        web, echo = (
+            f"ssl:{port}:privateKey={escape(keyPath)}:certKey={escape(certPath)}"
+            ":interface=127.0.0.1"
+            for port in freePorts(2)
+        )
+        text = (
+            f'[services.web]\ntype = "http"\nlisten = [{json.dumps(web)}]\n'
+            f"root = {json.dumps(os.path.join(directory, 'root'))}\n"
+            f'[services.echo]\ntype = "echo"\nlisten = [{json.dumps(echo)}]\n'
+        )
+        return text, web, echo
+
+    async def test_tlsOk(self) -> None:
+        """
+        http and echo on C{ssl:} pass the probe, which offers ALPN
+        C{h2,http/1.1}.
+        """
+        text, web, echo = self.tlsConfig()
+        self.startNetd(text)
+        out = io.StringIO()
+        failed = await deferToThread(probeConfig, parseConfig(text, "<t>"), out)
+        self.assertEqual(failed, 0, out.getvalue())
+        self.assertIn(f"probe ok web on {web}: GET / answered", out.getvalue())
+        self.assertIn(f"probe ok echo on {echo}: echoed", out.getvalue())
+
+    async def test_badALPNFails(self) -> None:
+        """
+        A server that answers ALPN with an empty protocol (Twisted 26.10's
+        own callback, issue 12) fails the probe, as it fails curl and
+        browsers, though a client offering no ALPN would get through.
+        """
+        self.patch(ServerTLS, "selectProtocol", lambda self, connection, offered: b"")
+        text, web, echo = self.tlsConfig()
+        self.startNetd(text)
+        out = io.StringIO()
+        failed = await deferToThread(probeConfig, parseConfig(text, "<t>"), out)
+        self.assertEqual(failed, 2, out.getvalue())
+        self.assertIn(f"probe FAILED web on {web}: cannot connect: ", out.getvalue())
+        self.assertIn("internal error", out.getvalue())
