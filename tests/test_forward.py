@@ -64,6 +64,8 @@ class ForwardStreamTests(SynchronousTestCase):
     L{MemoryReactorClock}.
     """
 
+    client: HalfCloseTransport
+
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
 
@@ -262,6 +264,17 @@ class ForwardStreamTests(SynchronousTestCase):
         )
         self.assertEqual(self.reactor.connectors[-1].stoppedConnecting, True)
 
+    def test_endpointTimeoutBeyondConnectTimeout(self) -> None:
+        """
+        The endpoint's own connect timeout (Twisted's 30 s by default) is
+        set past C{connect_timeout}, so a long one is honoured; one written
+        in C{to} is kept.
+        """
+        self.accept(connect_timeout=90)
+        self.assertEqual(self.reactor.tcpClients[-1][3], 91)
+        self.accept(to="tcp:192.0.2.1:9:timeout=5")
+        self.assertEqual(self.reactor.tcpClients[-1][3], 5)
+
     def test_clientGoneWhileConnecting(self) -> None:
         """
         A client that leaves before the target answers cancels the attempt.
@@ -413,7 +426,7 @@ class ForwardConfigTests(SynchronousTestCase):
         defaults = {s.key: s.default for s in forward.settings}
         context = makeContext("forward")
         listeners = (
-            StreamListener("tcp:8080", 8080, "tcp:8080"),  # type: ignore[call-arg]
+            StreamListener("tcp:8080", "tcp", 8080),
             DatagramListener("udp:53", 53, "127.0.0.1"),
         )
         config = ServiceConfig(

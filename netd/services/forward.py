@@ -34,6 +34,7 @@ client's.
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -43,7 +44,6 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -197,6 +197,9 @@ class ForwardClient(Protocol):
     @ivar server: The client side.
     """
 
+    # Set by the connection before any call (never None once connected).
+    transport: Any
+
     def __init__(self, server: ForwardServer) -> None:
         self.server = server
 
@@ -260,8 +263,9 @@ class ForwardServer(Protocol):
     @ivar connecting: The connect attempt in progress, else L{None}.
     """
 
-    _log = Logger()
     factory: ForwardFactory
+    # The client's transport, or the L{netd.sessions.Session} around it.
+    transport: Any
     peer: ForwardClient | None = None
     connecting: defer.Deferred[Any] | None = None
     _clientEof = False
@@ -407,7 +411,7 @@ class ForwardFactory(Factory):
     @ivar reactor: For the connect timeout.
     """
 
-    protocol = ForwardServer
+    protocol = ForwardServer  # type: ignore[assignment]
     noisy = False
 
     def __init__(
@@ -423,6 +427,25 @@ class ForwardFactory(Factory):
         self.reactor = reactor
 
 
+def withEndpointTimeout(description: str, timeout: float) -> str:
+    """
+    Give a client endpoint description a C{timeout=} beyond C{timeout}.
+
+    Twisted's C{tcp:}, C{ssl:} and C{unix:} client endpoints give up after
+    their own C{timeout=} (30 s unless given); without this a
+    C{connect_timeout} above 30 would never be reached. The endpoint's is
+    set a second later, so that netd's own timer (which says how long it
+    waited) fires first. A C{timeout=} written in C{to} is kept.
+
+    @param description: The C{to} setting.
+    @param timeout: C{connect_timeout}.
+    @return: The description to connect with.
+    """
+    if ":timeout=" in description:
+        return description
+    return f"{description}:timeout={math.ceil(timeout) + 1}"
+
+
 def buildStreamFactory(context: ServiceContext) -> ForwardFactory:
     """
     @param context: The service instance.
@@ -431,7 +454,10 @@ def buildStreamFactory(context: ServiceContext) -> ForwardFactory:
     """
     settings = context.settings
     return ForwardFactory(
-        clientFromString(context.reactor, settings["to"]),
+        clientFromString(
+            context.reactor,
+            withEndpointTimeout(settings["to"], settings["connect_timeout"]),
+        ),
         settings["connect_timeout"],
         settings["proxy_protocol"],
         context.reactor,
