@@ -18,6 +18,8 @@ installs both: C{apt-get install chromium chromium-driver}).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +29,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
@@ -38,7 +44,8 @@ from netd.services import serviceTypes
 from netd.services.chat import buildStreamFactory, buildWebResource
 from netd.sessions import SessionFactory
 from tests.chatsupport import LineClient, Netd
-from tests.support import makeContext
+from tests.support import makeContext, writeSelfSignedCertificate
+from tests.test_tls import tlsListener
 
 ENTER = "\ue007"
 
@@ -90,6 +97,21 @@ chat_path = "/chat/"
 """
 
 
+def spkiHash(certPath: str) -> str:
+    """
+    @param certPath: A PEM certificate.
+    @return: The base64 SHA-256 of its SubjectPublicKeyInfo, as chromium's
+        C{--ignore-certificate-errors-spki-list} takes it: that one
+        certificate is accepted, not every bad one.
+    """
+    with open(certPath, "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
 def httpMountsChat() -> bool:
     """
     @return: Whether netd has an http service type that can mount a chat
@@ -101,13 +123,16 @@ def httpMountsChat() -> bool:
 
 class WebDriver:
     """
-    A minimal W3C WebDriver client for one chromedriver process.
+    A minimal W3C WebDriver client for one chromedriver process (C{flags}:
+    chromium flags beyond L{CHROMIUM_FLAGS}).
 
     @ivar process: chromedriver.
     @ivar session: The WebDriver session id.
     """
 
-    def __init__(self, driver: str, browser: str, profile: str) -> None:
+    def __init__(
+        self, driver: str, browser: str, profile: str, flags: Sequence[str] = ()
+    ) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -132,7 +157,9 @@ class WebDriver:
                 "browserName": "chrome",
                 "goog:chromeOptions": {
                     "binary": browser,
-                    "args": CHROMIUM_FLAGS + [f"--user-data-dir={profile}"],
+                    "args": CHROMIUM_FLAGS
+                    + list(flags)
+                    + [f"--user-data-dir={profile}"],
                 },
             }
             self.session = self.call(
@@ -286,6 +313,66 @@ class BrowserTests(TestCase):
                 )
             finally:
                 netd.stop()
+
+        return deferToThread(run)
+
+    def test_overHTTPS(self) -> Any:
+        """
+        End to end over HTTPS: the http service on an C{ssl:} listener
+        (chromium offers ALPN C{h2,http/1.1}: issue 12), its self-signed
+        certificate accepted for this test only by its SPKI hash. Chromium
+        loads a static file and the chat page, whose WebSocket (C{wss:})
+        joins a room that a TCP client shares.
+        """
+        if not httpMountsChat():
+            raise SkipTest("netd has no http service with a chat mount yet")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "root"))
+        with open(os.path.join(directory, "root", "f.txt"), "w") as f:
+            f.write("static over https\n")
+        keyPath, certPath = writeSelfSignedCertificate(directory)
+        config = MOUNT_CONFIG.replace(
+            'type = "http"\nlisten = ["tcp:0:interface=127.0.0.1"]',
+            f'type = "http"\nlisten = [{tlsListener(keyPath, certPath)}]\n'
+            f"root = {json.dumps(os.path.join(directory, 'root'))}",
+        )
+        flags = [f"--ignore-certificate-errors-spki-list={spkiHash(certPath)}"]
+
+        def run() -> None:
+            netd = Netd(config, directory)
+            profile = tempfile.mkdtemp(prefix="netd-chromium-")
+            driver = None
+            carol = None
+            try:
+                netd.waitListening(2)
+                base = f"https://127.0.0.1:{netd.addresses[('web', 'ssl')]}"
+                driver = WebDriver(DRIVER, BROWSER, profile, flags)
+                driver.open(base + "/f.txt")
+                self.assertEqual(
+                    driver.script("return document.body.innerText").strip(),
+                    "static over https",
+                )
+                driver.open(base + "/chat/")
+                self.assertEqual(driver.script("return location.protocol"), "https:")
+                driver.waitForText("#status", "connected")
+                driver.type("#input", "alice" + ENTER)
+                driver.waitForText("#log", "alice joined #lobby")
+                carol = LineClient(netd.addresses[("chat", "tcp")])
+                carol.send("carol")
+                driver.waitForText("#log", "carol joined #lobby")
+                driver.type("#input", "hello over https" + ENTER)
+                carol.expect(r"^<alice> hello over https$")
+            finally:
+                if carol is not None:
+                    carol.close()
+                if driver is not None:
+                    driver.quit()
+                shutil.rmtree(profile, ignore_errors=True)
+                code = netd.stop()
+            self.assertEqual(code, 0, netd.output)
+            self.assertRegex(
+                netd.output, r"chat: alice joined #lobby \(127\.0\.0\.1:\d+, ws\)"
+            )
 
         return deferToThread(run)
 
