@@ -98,6 +98,7 @@ class TCPPort(tcp.Port):
     given (C{SO_REUSEADDR}, C{SO_REUSEPORT}) are set by Twisted.
     """
 
+    # Private Twisted API: see tests/test_twisted_canary.py.
     transport = WriteThroughServer
 
     def createInternetSocket(self) -> socket.socket:
@@ -125,6 +126,7 @@ class SharedTCPPort(TCPPort):
     the next, so an idle worker takes more than a busy one.
     """
 
+    # Private Twisted API: see tests/test_twisted_canary.py.
     @property
     def numberAccepts(self) -> int:
         """
@@ -208,6 +210,7 @@ class UDPPort(udp.Port):
             except OSError:
                 pass
         super().write(datagram, addr)
+        # Private Twisted API: see tests/test_twisted_canary.py.
         if addr is not None and not self._connectedAddr:
             if len(self._checkedHosts) >= _CHECKED_HOSTS_MAX:
                 self._checkedHosts.clear()
@@ -246,12 +249,14 @@ def adoptStreamPort(
     @return: The L{IListeningPort}.
     """
     if family == socket.AF_UNIX:
+        # Private Twisted API: see tests/test_twisted_canary.py.
         unixPort = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
         unixPort.startListening()
         return unixPort
     if family not in (socket.AF_INET, socket.AF_INET6):
         return reactor.adoptStreamPort(fd, family, factory)
     portClass = SharedTCPPort if shared else TCPPort
+    # Private Twisted API: see tests/test_twisted_canary.py.
     port = portClass._fromListeningDescriptor(reactor, fd, family, factory)
     port.startListening()
     return port
@@ -272,6 +277,7 @@ def adoptDatagramPort(
     @param maxPacketSize: The largest datagram read.
     @return: The port.
     """
+    # Private Twisted API: see tests/test_twisted_canary.py.
     port = UDPPort._fromListeningDescriptor(
         reactor, fd, family, protocol, maxPacketSize
     )

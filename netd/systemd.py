@@ -270,6 +270,7 @@ class InheritedSockets:
 
         @return: Them (none outside socket activation).
         """
+        # Private Twisted API: see tests/test_twisted_canary.py.
         from twisted.internet.endpoints import _SystemdParser
 
         record = getattr(_SystemdParser, "_sddaemon", None)

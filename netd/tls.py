@@ -109,7 +109,8 @@ def sslContextFactory(description: str, protocols: Sequence[bytes] = ()) -> Serv
     except Exception as e:
         # pyOpenSSL raises its own Error types for malformed PEM files.
         raise ValueError(f"cannot load the TLS certificate or key: {e!r}") from None
-    # Twisted keeps the parsed options private; see tests.test_twisted_canary.
+    # Private Twisted API: see tests/test_twisted_canary.py. (Twisted keeps
+    # the options an ssl: description parsed to private.)
     return ServerTLS(modernTLS(endpoint._sslContextFactory), protocols)
 
 

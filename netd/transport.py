@@ -37,6 +37,7 @@ def sendBufferEmpty(transport: Any) -> bool:
     dataBuffer = getattr(transport, "dataBuffer", None)
     return (
         dataBuffer is not None
+        # Private Twisted API: see tests/test_twisted_canary.py.
         and not getattr(transport, "_tempDataLen", 1)
         and getattr(transport, "offset", -1) == len(dataBuffer)
     )
@@ -107,6 +108,7 @@ class WriteThroughServer(tcp.Server):
 
         @return: C{True} if L{write} may send at once.
         """
+        # Private Twisted API: see tests/test_twisted_canary.py.
         return bool(
             self.connected
             and not self.disconnecting

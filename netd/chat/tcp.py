@@ -98,6 +98,9 @@ class ChatLineProtocol(LineReceiver):
     session: ChatSession | None = None
     _out: list[bytes]
     _discarding = False
+    # Private Twisted API: see tests/test_twisted_canary.py. (LineReceiver's
+    # own buffer and reentrancy flag, so its clearLineBuffer, setRawMode and
+    # resumeProducing still see the unfinished line.)
     _busyReceiving = False
     _buffer = b""
     _pending = b""
