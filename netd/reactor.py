@@ -23,8 +23,12 @@ Twisted's reactor tests for system events, time, descriptor sets, TCP,
 TLS, UDP, UNIX sockets and processes run against it (L{tests.test_reactor},
 L{tests.test_transport}).
 
-C{twistd netd} installs it (L{installIfUnset}) unless a reactor is already
-installed, for example with C{twistd --reactor epoll netd}.
+It is a Twisted reactor plugin (C{twisted/plugins/netd_reactor.py}, short
+name C{netd}), so C{twistd --reactor=netd} and C{twistd --help-reactors}
+know it. C{twistd netd} without C{--reactor} installs it through the same
+mechanism (L{selectReactor}); C{twistd --reactor=epoll netd} keeps the
+reactor asked for; a reactor installed by something else before netd's
+refuses to start (L{ReactorConflict}) instead of running on it silently.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ import sys
 from select import EPOLLIN
 from typing import Any
 
+from twisted.application.reactors import installReactor
 from twisted.internet import epollreactor
+
+# Private Twisted API: see tests/test_twisted_canary.py.
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import context, log
 from twisted.python.log import ILogContext
@@ -119,6 +126,7 @@ class NetdEPollReactor(epollreactor.EPollReactor):
         """
         if timeout is None:
             timeout = -1
+        # Private Twisted API: see tests/test_twisted_canary.py.
         selectables = self._selectables
         try:
             events = self._poller.poll(timeout, len(selectables))
@@ -173,13 +181,47 @@ def install() -> NetdEPollReactor:
     return reactor
 
 
-def installIfUnset() -> bool:
-    """
-    Install a L{NetdEPollReactor} unless a reactor is already installed.
+PLUGIN_NAME = "netd"
 
-    @return: Whether it was installed.
+
+class ReactorConflict(Exception):
     """
-    if "twisted.internet.reactor" in sys.modules:
-        return False
-    install()
-    return True
+    A reactor other than netd's was installed before C{twistd netd} could
+    install netd's, and C{twistd --reactor} did not ask for it.
+    """
+
+
+def selectReactor(asked: str | None) -> Any:
+    """
+    Make sure C{twistd netd} runs on the reactor it should.
+
+    With C{twistd --reactor NAME}, twistd has installed that reactor while
+    parsing its options: it is kept. Otherwise netd's is installed through
+    Twisted's reactor plugins (L{installReactor}C{("netd")}), unless it
+    already is.
+
+    @param asked: twistd's C{reactor} option (the short name given to
+        C{--reactor}), or L{None}.
+    @return: The installed reactor.
+    @raise ReactorConflict: If another reactor is installed and was not
+        asked for: something imported C{twisted.internet.reactor} (and so
+        installed Twisted's default) before twistd ran netd.
+    """
+    if asked is None and "twisted.internet.reactor" not in sys.modules:
+        return installReactor(PLUGIN_NAME)
+    from twisted.internet import reactor
+
+    # trial installs its own reactor before the tests that parse twistd's
+    # options in-process (tests.test_tap, tests.test_privileges); a real
+    # twistd never imports twisted.scripts.trial.
+    underTrial = "twisted.scripts.trial" in sys.modules
+    if asked is None and not underTrial and not isinstance(reactor, NetdEPollReactor):
+        kind = type(reactor)
+        raise ReactorConflict(
+            f"the {kind.__module__}.{kind.__qualname__} reactor was installed "
+            "before netd could install its own (something imported "
+            "twisted.internet.reactor first: a sitecustomize, .pth file or "
+            "another twistd plugin); remove that import, or choose the "
+            "reactor explicitly with twistd --reactor=NAME (netd for netd's)"
+        )
+    return reactor

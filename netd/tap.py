@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from twisted.application.app import ReactorSelectionMixin
 from twisted.python import usage
 
 from netd import __version__
@@ -29,7 +30,7 @@ from netd.config import (
 from netd.daemon import NetdService
 from netd.logsetup import destinations
 from netd.privileges import Account, resolveAccount
-from netd.reactor import installIfUnset
+from netd.reactor import ReactorConflict, selectReactor
 from netd.services import serviceTypes
 from netd.systemd import Notifier
 
@@ -126,9 +127,14 @@ class Options(usage.Options):
         """
         Load the configuration; with C{--check}, report on it and exit.
 
+        Under twistd, first make sure of the reactor (L{_selectReactor}).
+
         @raise SystemExit: With status 78 if the configuration is invalid, or
             0 after a successful C{--check}.
+        @raise usage.UsageError: If another reactor was installed first and
+            not asked for with C{twistd --reactor}.
         """
+        _selectReactor(self.parent)
         try:
             config = loadConfig(self["config"])
         except ConfigError as e:
@@ -170,6 +176,26 @@ class Options(usage.Options):
                 self.stdout.flush()
                 raise SystemExit(EX_UNAVAILABLE if failed else 0)
             raise SystemExit(0)
+
+
+def _selectReactor(twistdOptions: Any) -> None:
+    """
+    Under twistd, before anything imports the reactor: netd's, installed
+    through Twisted's reactor plugins, unless C{twistd --reactor} chose one
+    (L{netd.reactor.selectReactor}). twistd parses its own options, and so
+    installs a C{--reactor} one, before this subcommand's L{Options.postOptions}.
+
+    @param twistdOptions: twistd's options (the parent of L{Options}), or
+        L{None} outside twistd.
+    @raise usage.UsageError: If another reactor was installed first and not
+        asked for.
+    """
+    if not isinstance(twistdOptions, ReactorSelectionMixin):
+        return
+    try:
+        selectReactor(twistdOptions.get("reactor"))
+    except ReactorConflict as e:
+        raise usage.UsageError(str(e))
 
 
 def _runAs(config: NetdConfig, twistdOptions: Any) -> None:
@@ -282,9 +308,6 @@ def makeService(options: Options) -> NetdService:
         extra["workers"] = workers
     if twistdOptions is None:
         return rootClass(config, logs=destinations, **extra)
-    # Before anything imports the reactor: netd's, unless twistd --reactor
-    # chose one (see netd.reactor).
-    installIfUnset()
     _runAs(config, twistdOptions)
     try:
         account = _accountFor(twistdOptions)

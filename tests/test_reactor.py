@@ -400,27 +400,79 @@ class InstallTests(SynchronousTestCase):
     When netd installs its reactor.
     """
 
-    def test_installedReactorIsKept(self) -> None:
+    def test_pluginFound(self) -> None:
         """
-        With a reactor installed (trial's), L{installIfUnset} installs
-        nothing.
+        Twisted's reactor plugins include netd's, as C{netd}, installing
+        L{netd.reactor}.
+        """
+        from twisted.application.reactors import IReactorInstaller, getReactorTypes
+        from zope.interface.verify import verifyObject
+
+        found = [r for r in getReactorTypes() if r.shortName == "netd"]
+        self.assertEqual(len(found), 1)
+        self.assertTrue(verifyObject(IReactorInstaller, found[0]))
+        self.assertEqual(found[0].moduleName, "netd.reactor")
+
+    def test_askedReactorIsKept(self) -> None:
+        """
+        With a reactor installed (trial's) and asked for, L{selectReactor}
+        keeps it.
         """
         from twisted.internet import reactor
 
-        self.assertFalse(netdreactor.installIfUnset())
-        from twisted.internet import reactor as after
+        self.assertIs(netdreactor.selectReactor("epoll"), reactor)
 
-        self.assertIs(after, reactor)
+    def test_noReactorInstallsThroughPlugin(self) -> None:
+        """
+        With no reactor installed and none asked for, L{selectReactor}
+        installs netd's through Twisted's reactor plugins:
+        C{installReactor("netd")}.
+        """
+        calls: list[str] = []
+        self.patch(sys, "modules", {**sys.modules})
+        del sys.modules["twisted.internet.reactor"]
+        self.patch(netdreactor, "installReactor", lambda name: calls.append(name))
+        netdreactor.selectReactor(None)
+        self.assertEqual(calls, ["netd"])
 
-    def runTwistd(self, *arguments: str) -> str:
+    def test_unaskedReactorRefused(self) -> None:
+        """
+        With another reactor installed (trial's) and none asked for,
+        L{selectReactor} raises L{netdreactor.ReactorConflict} naming it and
+        the fix.
+        """
+        from twisted.internet import reactor
+
+        if isinstance(reactor, netdreactor.NetdEPollReactor):
+            raise self.skipTest("trial runs on netd's reactor")
+        kind = type(reactor)
+        self.patch(sys, "modules", {**sys.modules})
+        del sys.modules["twisted.scripts.trial"]
+        e = self.assertRaises(
+            netdreactor.ReactorConflict, netdreactor.selectReactor, None
+        )
+        self.assertEqual(
+            str(e),
+            f"the {kind.__module__}.{kind.__qualname__} reactor was installed "
+            "before netd could install its own (something imported "
+            "twisted.internet.reactor first: a sitecustomize, .pth file or "
+            "another twistd plugin); remove that import, or choose the "
+            "reactor explicitly with twistd --reactor=NAME (netd for netd's)",
+        )
+
+    def runTwistd(
+        self, *arguments: str, before: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         """
         Start C{twistd} in a child process up to C{makeService} and print
         the installed reactor's class.
 
         @param arguments: twistd's arguments before C{netd}.
-        @return: The class name printed.
+        @param before: Code the child runs first.
+        @return: The finished child (the class name on its standard output).
         """
         code = (
+            before + "\n"
             "import os, sys, netd.tap\n"
             "original = netd.tap.makeService\n"
             "def report(options):\n"
@@ -444,16 +496,57 @@ class InstallTests(SynchronousTestCase):
             timeout=60,
             env=env,
         )
-        return result.stdout.strip()
+        return result
 
     def test_twistdNetdInstallsIt(self) -> None:
         """
         C{twistd netd} runs on L{NetdEPollReactor}.
         """
-        self.assertEqual(self.runTwistd(), "NetdEPollReactor")
+        self.assertEqual(self.runTwistd().stdout.strip(), "NetdEPollReactor")
+
+    def test_twistdReactorNetd(self) -> None:
+        """
+        C{twistd --reactor=netd netd} runs on L{NetdEPollReactor}, installed
+        by twistd from the plugin.
+        """
+        result = self.runTwistd("--reactor=netd")
+        self.assertEqual(result.stdout.strip(), "NetdEPollReactor", result.stderr)
 
     def test_twistdReactorOptionWins(self) -> None:
         """
         C{twistd --reactor epoll netd} keeps Twisted's epoll reactor.
         """
-        self.assertEqual(self.runTwistd("--reactor", "epoll"), "EPollReactor")
+        self.assertEqual(
+            self.runTwistd("--reactor", "epoll").stdout.strip(), "EPollReactor"
+        )
+
+    def test_twistdNetdRefusesAnotherReactor(self) -> None:
+        """
+        C{twistd netd} when something installed another reactor first,
+        without C{--reactor}: twistd's usage error (status 1) naming the
+        reactor, the cause and the fix, before C{makeService}; no silent
+        fallback.
+        """
+        result = self.runTwistd(
+            before="from twisted.internet import selectreactor\n"
+            "selectreactor.install()"
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        # twistd prints the usage, then "<argv[0:2]>: <the error>".
+        self.assertEqual(
+            result.stdout.splitlines()[-1],
+            "twistd -n: the twisted.internet.selectreactor.SelectReactor "
+            "reactor was installed before netd could install its own "
+            "(something imported twisted.internet.reactor first: a "
+            "sitecustomize, .pth file or another twistd plugin); remove that "
+            "import, or choose the reactor explicitly with twistd "
+            "--reactor=NAME (netd for netd's)",
+        )
+
+    def test_twistdReactorAskedForIsKept(self) -> None:
+        """
+        C{twistd --reactor=select netd}, with the select reactor installed
+        only by C{--reactor}: no conflict, it runs on it.
+        """
+        result = self.runTwistd("--reactor=select")
+        self.assertEqual(result.stdout.strip(), "SelectReactor", result.stderr)
