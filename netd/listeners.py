@@ -186,6 +186,10 @@ class ListenerService(Service):
     C{stopService}, and can hand its bound socket to a successor on reload
     (L{takeOver}).
 
+    Not C{strports.service}: a listener must also adopt sockets from systemd
+    or the main process, hand its socket over on reload and fail naming the
+    service (L{ListenError}); it binds in C{privilegedStartService} the same.
+
     @ivar context: The service instance.
     @ivar listener: What to listen on.
     @ivar port: The L{IListeningPort}, once bound.

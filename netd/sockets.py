@@ -33,6 +33,9 @@ class TCPEndpoint:
     A TCP server endpoint with C{SO_REUSEADDR} always and C{SO_REUSEPORT} on
     request.
 
+    Not Twisted's C{TCP4ServerEndpoint}: it cannot ask for C{SO_REUSEPORT} and
+    builds a plain C{tcp.Port}, not L{TCPPort} (write-through connections).
+
     @ivar reactor: An L{IReactorTCP} provider.
     @ivar port: The port (0 for any).
     @ivar interface: The local address.

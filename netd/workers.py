@@ -509,6 +509,10 @@ class Supervisor:
     """
     Runs, watches and restarts the worker processes.
 
+    Not C{twisted.runner.procmon.ProcessMonitor}: it cannot pass a child the
+    listening sockets and pipes (C{childFDs}), relay its log events, or
+    replace a whole generation of workers on reload.
+
     @ivar reactor: An L{IReactorProcess} and L{IReactorTime} provider.
     @ivar command: The argument vector of a worker (L{workerCommand}).
     @ivar environ: Its environment (L{workerEnvironment}).

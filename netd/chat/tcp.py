@@ -88,6 +88,10 @@ class ChatLineProtocol(LineReceiver):
     """
     One chat client on a stream.
 
+    Not C{LineOnlyReceiver}: it hands lines over one by one (flood control
+    per line) and drops the client on an over-long line, where netd hands a
+    chunk's lines over together and skips an over-long one.
+
     @ivar server: The chat service.
     @ivar via: C{"tcp"}, C{"tls"} or C{"unix"}, for logs.
     @ivar session: The client's L{ChatSession}, once connected.

@@ -37,6 +37,9 @@ the traceback goes to the log, never to the client.
 
 A request under a mount path (the chat service's web front end) hands the
 connection over to C{twisted.web}; see L{netd.http.mount}.
+
+Not C{twisted.web} for the rest: its parsing and resources cost about 135 us
+of Python per request, this protocol about 6 us (docs/design.md).
 """
 
 from __future__ import annotations
