@@ -136,7 +136,7 @@ class Options(usage.Options):
         """
         _selectReactor(self.parent)
         try:
-            config = loadConfig(self["config"])
+            config = loadConfig(serviceTypes(), self["config"])
         except ConfigError as e:
             lines = e.lines()
             shown = (
