@@ -121,12 +121,12 @@ class RealClientTests(SynchronousTestCase):
             f'listen = [{tcp}, "udp:0:interface=127.0.0.1", {tls}]\n'
             f'[services.discard]\ntype = "discard"\nlisten = [{tcp}]\n'
             f'[services.chat]\ntype = "chat"\nlisten = [{tcp}, {tls}]\n'
-            f'[services.web]\ntype = "http"\nlisten = [{tls}]\n'
+            f'[services.web]\ntype = "http"\nlisten = [{tcp}, {tls}]\n'
             f"root = {json.dumps(os.path.join(directory, 'root'))}\n",
             directory,
         )
         self.addCleanup(self.netd.stop)
-        self.netd.waitListening(7)
+        self.netd.waitListening(8)
 
     def tearDown(self) -> None:
         self.assertEqual(self.netd.stop(), 0, self.netd.output)
@@ -146,15 +146,17 @@ class RealClientTests(SynchronousTestCase):
         certificate: by default (offering C{h2,http/1.1}), with
         C{--http1.1}, C{--no-alpn}, TLS 1.2 only and TLS 1.3; HTTP/1.1 is
         what it speaks every time. Before the fix of issue 12 every case but
-        C{--no-alpn} failed the handshake.
+        C{--no-alpn} failed the handshake. Plain C{http://} works too.
         """
         url = f"https://127.0.0.1:{self.port('web', 'ssl')}/f.txt"
-        for flags in (
-            [],
-            ["--http1.1"],
-            ["--no-alpn"],
-            ["--tlsv1.2", "--tls-max", "1.2"],
-            ["--tlsv1.3"],
+        plain = f"http://127.0.0.1:{self.port('web', 'tcp')}/f.txt"
+        for flags, target in (
+            ([], plain),
+            ([], url),
+            (["--http1.1"], url),
+            (["--no-alpn"], url),
+            (["--tlsv1.2", "--tls-max", "1.2"], url),
+            (["--tlsv1.3"], url),
         ):
             done = client(
                 "curl",
@@ -167,7 +169,7 @@ class RealClientTests(SynchronousTestCase):
                 "--write-out",
                 "\n%{http_code} HTTP/%{http_version}",
                 *flags,
-                url,
+                target,
             )
             self.assertEqual(done.returncode, 0, (flags, done.stderr))
             self.assertEqual(done.stdout, BODY + b"\n200 HTTP/1.1", flags)
