@@ -67,7 +67,7 @@ def netdLoop(pairs: list[tuple[socket.socket, socket.socket]]) -> Any:
     """
     from twisted.internet.address import IPv4Address
 
-    from netd.config import Limits
+    from netd.limits import Limits
     from netd.reactor import NetdEPollReactor
     from netd.services.echo import buildStreamFactory
     from netd.sessions import SessionFactory

@@ -38,7 +38,7 @@ from netd.descriptions import (
     parseListener,
     splitDescription,
 )
-from netd.services import serviceTypes
+from netd.limits import LIMIT_FIELDS, LIMIT_SETTINGS, Limits
 from netd.servicetype import ServiceType
 from netd.settings import (
     Network,
@@ -58,89 +58,6 @@ from netd.settings import (
 EMBEDDED_DEFAULT = "<embedded default>"
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-@frozen
-class Limits:
-    """
-    The session limits every service honours (see L{netd.policy}).
-
-    @ivar maxSessions: Most concurrent sessions for the service.
-    @ivar maxSessionsPerPeer: Most concurrent sessions from one address.
-    @ivar idleTimeout: Seconds without traffic before a session is closed;
-        0 disables.
-    @ivar maxDuration: Seconds a session may last; 0 is unlimited.
-    @ivar maxBytes: Bytes (in plus out) a session may carry; 0 is unlimited.
-    @ivar allow: If not empty, only peers in these networks are served.
-    @ivar deny: Peers in these networks are never served (wins over allow).
-    """
-
-    maxSessions: int = 1000
-    maxSessionsPerPeer: int = 64
-    idleTimeout: float = 300.0
-    maxDuration: float = 0.0
-    maxBytes: int = 0
-    allow: tuple[Network, ...] = ()
-    deny: tuple[Network, ...] = ()
-
-
-# An instance: the class attributes of a slotted attrs class are descriptors.
-_DEFAULT_LIMITS = Limits()
-
-LIMIT_SETTINGS = (
-    Setting(
-        "max_sessions",
-        _DEFAULT_LIMITS.maxSessions,
-        integer(1, 1_000_000),
-        "most concurrent sessions for the service",
-    ),
-    Setting(
-        "max_sessions_per_peer",
-        _DEFAULT_LIMITS.maxSessionsPerPeer,
-        integer(1, 1_000_000),
-        "most concurrent sessions from one source address",
-    ),
-    Setting(
-        "idle_timeout",
-        _DEFAULT_LIMITS.idleTimeout,
-        number(0, 86400 * 365),
-        "seconds without traffic before a session is closed (0: never)",
-    ),
-    Setting(
-        "max_duration",
-        _DEFAULT_LIMITS.maxDuration,
-        number(0, 86400 * 365),
-        "seconds a session may last (0: unlimited)",
-    ),
-    Setting(
-        "max_bytes",
-        _DEFAULT_LIMITS.maxBytes,
-        integer(0, 2**62),
-        "bytes in plus out a session may carry (0: unlimited)",
-    ),
-    Setting(
-        "allow",
-        _DEFAULT_LIMITS.allow,
-        networks,
-        "if not empty, serve only these CIDR prefixes",
-    ),
-    Setting(
-        "deny",
-        _DEFAULT_LIMITS.deny,
-        networks,
-        "never serve these CIDR prefixes (wins over allow)",
-    ),
-)
-
-_LIMIT_FIELDS = {
-    "max_sessions": "maxSessions",
-    "max_sessions_per_peer": "maxSessionsPerPeer",
-    "idle_timeout": "idleTimeout",
-    "max_duration": "maxDuration",
-    "max_bytes": "maxBytes",
-    "allow": "allow",
-    "deny": "deny",
-}
 
 
 @frozen
@@ -411,16 +328,18 @@ def defaultConfigText() -> str:
     return resources.files("netd").joinpath("default.toml").read_text("utf-8")
 
 
-def loadConfig(path: str | None = None) -> NetdConfig:
+def loadConfig(types: Mapping[str, ServiceType], path: str | None = None) -> NetdConfig:
     """
     Read and validate a configuration file.
 
+    @param types: The service types a C{type} key may name, by name (the
+        registry L{netd.services.serviceTypes}, which config does not import).
     @param path: The file, or L{None} for the embedded default.
     @return: The configuration.
     @raise ConfigError: Listing every problem found.
     """
     if path is None:
-        return parseConfig(defaultConfigText(), EMBEDDED_DEFAULT)
+        return parseConfig(types, defaultConfigText(), EMBEDDED_DEFAULT)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -432,13 +351,14 @@ def loadConfig(path: str | None = None) -> NetdConfig:
         raise ConfigError(
             path, [Problem("", f"not UTF-8 text ({e.reason} at byte {e.start})")]
         )
-    return parseConfig(text, path)
+    return parseConfig(types, text, path)
 
 
-def parseConfig(text: str, source: str) -> NetdConfig:
+def parseConfig(types: Mapping[str, ServiceType], text: str, source: str) -> NetdConfig:
     """
     Validate configuration text.
 
+    @param types: The service types a C{type} key may name, by name.
     @param text: TOML text.
     @param source: Where it came from, for messages.
     @return: The configuration.
@@ -449,7 +369,7 @@ def parseConfig(text: str, source: str) -> NetdConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [Problem("", f"invalid TOML: {e}")])
     problems: list[Problem] = []
-    config = _readDocument(document, source, text, problems)
+    config = _readDocument(types, document, source, text, problems)
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -477,7 +397,11 @@ def _table(
 
 
 def _readDocument(
-    document: Mapping[str, Any], source: str, text: str, problems: list[Problem]
+    types: Mapping[str, ServiceType],
+    document: Mapping[str, Any],
+    source: str,
+    text: str,
+    problems: list[Problem],
 ) -> NetdConfig:
     """
     Validate a parsed TOML document.
@@ -507,7 +431,7 @@ def _readDocument(
     seen: list[tuple[tuple[Any, ...], str, Listener]] = []
     for name, table in servicesTable.items():
         service = _readService(
-            name, table, defaultLimits, values["reuse_port"], seen, problems
+            types, name, table, defaultLimits, values["reuse_port"], seen, problems
         )
         if service is not None:
             services.append(service)
@@ -548,10 +472,9 @@ def _checkAcrossServices(
     @param services: The enabled services, in file order.
     @param problems: Where problems are appended.
     """
-    types = serviceTypes()
     byName = {service.name: service for service in services}
     for service in services:
-        check = types[service.type].checkConfig
+        check = service.serviceType.checkConfig
         if check is not None:
             problems.extend(check(service, byName))
 
@@ -611,14 +534,15 @@ def _readLimits(
     @return: The limits.
     """
     settings = [
-        Setting(s.key, getattr(defaults, _LIMIT_FIELDS[s.key]), s.convert, s.help)
+        Setting(s.key, getattr(defaults, LIMIT_FIELDS[s.key]), s.convert, s.help)
         for s in LIMIT_SETTINGS
     ]
     values = readTable(table, settings, path, problems)
-    return Limits(**{_LIMIT_FIELDS[key]: value for key, value in values.items()})
+    return Limits(**{LIMIT_FIELDS[key]: value for key, value in values.items()})
 
 
 def _readService(
+    types: Mapping[str, ServiceType],
     name: str,
     table: Any,
     defaultLimits: Limits,
@@ -647,7 +571,6 @@ def _readService(
             Problem(path, "service names are 1-64 letters, digits, '_', '-' or '.'")
         )
     typeName = table.get("type")
-    types = serviceTypes()
     if typeName is None:
         problems.append(
             Problem(joinPath(path, "type"), f"missing (one of: {', '.join(types)})")

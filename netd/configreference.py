@@ -28,7 +28,8 @@ import re
 import sys
 from typing import Any, Iterable, Mapping, Sequence
 
-from netd.config import GLOBAL_SETTINGS, LIMIT_SETTINGS
+from netd.config import GLOBAL_SETTINGS
+from netd.limits import LIMIT_SETTINGS
 from netd.services import serviceTypes
 from netd.servicetype import ServiceType
 from netd.settings import Setting

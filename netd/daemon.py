@@ -526,7 +526,7 @@ class NetdService(MultiService):
         """
         source = self.configPath or EMBEDDED_DEFAULT
         try:
-            return loadConfig(self.configPath)
+            return loadConfig(serviceTypes(), self.configPath)
         except ConfigError as e:
             lines = e.lines()
             self._log.error(

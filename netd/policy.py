@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_policy -*-
 """
-Admission policy: the limits of L{netd.config.Limits}, enforced once for
+Admission policy: the limits of L{netd.limits.Limits}, enforced once for
 every service type.
 
 L{SessionPolicy} decides whether a new TCP session (or a datagram's source)
@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from netd.config import Limits
+from netd.limits import Limits
 from netd.drops import DropLog
 
 _CACHE_SIZE = 4096

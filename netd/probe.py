@@ -11,8 +11,8 @@ listeners named, so it can run as C{ExecStartPost=} or as a health check.
 A service type brings its own check as L{ServiceType.probe
 <netd.servicetype.ServiceType.probe>}: a callable taking a L{ProbeTarget}
 and returning a few words on success, or raising L{ProbeFailed} (or
-L{ProbeSkipped} for a listener it cannot check). Types
-without one get the fallback of L{FALLBACK_PROBES}, else a plain connect.
+L{ProbeSkipped} for a listener it cannot check), defined in the type's own
+module with the helpers here. Types without one get a plain connect.
 
 Probes are short-lived clients run before any reactor, so they use
 blocking sockets with timeouts: each one is a few lines, and a type can use
@@ -52,7 +52,7 @@ class ProbeSkipped(Exception):
     """
 
 
-def _streamOnly(target: ProbeTarget) -> None:
+def streamOnly(target: ProbeTarget) -> None:
     """
     @param target: The listener.
     @raise ProbeSkipped: If it is a datagram one.
@@ -111,7 +111,7 @@ class ProbeTarget:
                 skt = context.wrap_socket(skt)
         except (OSError, ssl.SSLError) as e:
             skt.close()
-            raise ProbeFailed(f"cannot connect: {_why(e)}") from None
+            raise ProbeFailed(f"cannot connect: {why(e)}") from None
         return skt
 
     def datagramSocket(self) -> socket.socket:
@@ -143,7 +143,7 @@ class ProbeTarget:
                 except socket.timeout:
                     continue
                 except OSError as e:
-                    raise ProbeFailed(f"no reply: {_why(e)}") from None
+                    raise ProbeFailed(f"no reply: {why(e)}") from None
         raise ProbeFailed(
             f"no reply to {attempts} datagrams within {self.timeout:g}s (are "
             "127.0.0.1/::1 allowed, and the reply guard's limits above "
@@ -151,7 +151,7 @@ class ProbeTarget:
         )
 
 
-def _why(error: BaseException) -> str:
+def why(error: BaseException) -> str:
     """
     @param error: A socket error.
     @return: A few words.
@@ -162,7 +162,7 @@ def _why(error: BaseException) -> str:
     return (strerror or str(error) or type(error).__name__).lower()
 
 
-def _receiveExactly(skt: socket.socket, count: int) -> bytes:
+def receiveExactly(skt: socket.socket, count: int) -> bytes:
     """
     @param skt: A connected stream socket.
     @param count: How many bytes to read.
@@ -179,7 +179,7 @@ def _receiveExactly(skt: socket.socket, count: int) -> bytes:
     return b"".join(chunks)
 
 
-def _silent(skt: socket.socket) -> bytes | None:
+def silent(skt: socket.socket) -> bytes | None:
     """
     Wait briefly for anything to arrive.
 
@@ -194,123 +194,6 @@ def _silent(skt: socket.socket) -> bytes | None:
         return None
 
 
-def echoProbe(target: ProbeTarget) -> str:
-    """
-    Echo: random bytes come back identical, over TCP or UDP.
-
-    @param target: The listener.
-    @return: What was checked.
-    @raise ProbeFailed: If they do not.
-    """
-    token = os.urandom(16).hex().encode("ascii")
-    started = time.monotonic()
-    if target.transport == "datagram":
-        with target.datagramSocket() as skt:
-            for attempt in range(3):
-                skt.send(token)
-                skt.settimeout(target.timeout / 3)
-                try:
-                    reply = skt.recv(65535)
-                except socket.timeout:
-                    continue
-                except OSError as e:
-                    raise ProbeFailed(f"no reply: {_why(e)}") from None
-                if reply != token:
-                    raise ProbeFailed(f"replied {len(reply)} different bytes")
-                elapsed = (time.monotonic() - started) * 1000
-                return f"echoed a datagram in {elapsed:.1f} ms"
-        raise ProbeFailed(
-            f"no reply to 3 datagrams within {target.timeout:g}s (are 127.0.0.1/::1 "
-            "allowed, and the reply guard's limits above 3 datagrams?)"
-        )
-    with target.connect() as skt:
-        try:
-            skt.sendall(token)
-            reply = _receiveExactly(skt, len(token))
-        except OSError as e:
-            raise ProbeFailed(f"exchange failed: {_why(e)}") from None
-    if reply != token:
-        raise ProbeFailed(f"sent {len(token)} bytes, got back {reply[:40]!r}")
-    elapsed = (time.monotonic() - started) * 1000
-    return f"echoed {len(token)} bytes in {elapsed:.1f} ms"
-
-
-def discardProbe(target: ProbeTarget) -> str:
-    """
-    Discard: bytes are accepted and nothing comes back.
-
-    @param target: The listener.
-    @return: What was checked.
-    @raise ProbeFailed: If something comes back or the connection closes.
-    """
-    payload = b"x" * 64
-    if target.transport == "datagram":
-        with target.datagramSocket() as skt:
-            skt.send(payload)
-            try:
-                reply = _silent(skt)
-            except OSError as e:
-                raise ProbeFailed(f"sending failed: {_why(e)}") from None
-        if reply is not None:
-            raise ProbeFailed(f"answered a datagram with {len(reply)} bytes")
-        return "swallowed a datagram"
-    with target.connect() as skt:
-        try:
-            skt.sendall(payload)
-            reply = _silent(skt)
-        except OSError as e:
-            raise ProbeFailed(f"exchange failed: {_why(e)}") from None
-    if reply == b"":
-        raise ProbeFailed("closed the connection instead of swallowing")
-    if reply is not None:
-        raise ProbeFailed(f"answered {len(reply)} bytes")
-    return f"swallowed {len(payload)} bytes"
-
-
-def httpProbe(target: ProbeTarget) -> str:
-    """
-    HTTP: C{GET /} is answered with status 200.
-
-    @param target: The listener.
-    @return: The status line.
-    @raise ProbeFailed: If the answer is not 200.
-    """
-    _streamOnly(target)
-    with target.connect() as skt:
-        try:
-            skt.sendall(
-                b"GET / HTTP/1.1\r\nHost: localhost\r\n"
-                b"User-Agent: netd-probe\r\nConnection: close\r\n\r\n"
-            )
-            line = skt.makefile("rb").readline(1024)
-        except OSError as e:
-            raise ProbeFailed(f"exchange failed: {_why(e)}") from None
-    status = line.decode("latin-1").strip()
-    parts = status.split()
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
-        raise ProbeFailed(f"GET / answered {status!r}, not 200")
-    return f"GET / answered {status!r}"
-
-
-def greetingProbe(target: ProbeTarget) -> str:
-    """
-    A line-based service (chat): it greets a new client with a line.
-
-    @param target: The listener.
-    @return: The greeting.
-    @raise ProbeFailed: If no line comes.
-    """
-    _streamOnly(target)
-    with target.connect() as skt:
-        try:
-            line = skt.makefile("rb").readline(4096)
-        except OSError as e:
-            raise ProbeFailed(f"no greeting: {_why(e)}") from None
-    if not line.endswith(b"\n"):
-        raise ProbeFailed(f"no greeting line within {target.timeout:g}s")
-    return f"greeted: {line.decode('utf-8', 'replace').strip()[:60]!r}"
-
-
 def connectProbe(target: ProbeTarget) -> str:
     """
     Any stream service: a connection is accepted.
@@ -319,17 +202,9 @@ def connectProbe(target: ProbeTarget) -> str:
     @return: What was checked.
     @raise ProbeFailed: If it is not.
     """
-    _streamOnly(target)
+    streamOnly(target)
     target.connect().close()
     return "accepted a connection"
-
-
-FALLBACK_PROBES: dict[str, Callable[[ProbeTarget], str]] = {
-    "echo": echoProbe,
-    "discard": discardProbe,
-    "http": httpProbe,
-    "chat": greetingProbe,
-}
 
 
 def targetFor(
@@ -365,13 +240,9 @@ def targetFor(
 def probeFor(service: ServiceConfig) -> Callable[[ProbeTarget], str]:
     """
     @param service: A service.
-    @return: The probe of its type: its own, the fallback, or a connect.
+    @return: The probe its type declares, or a plain connect.
     """
-    from netd.services import serviceTypes
-
-    serviceType = serviceTypes().get(service.type)
-    probe = getattr(serviceType, "probe", None)
-    return probe or FALLBACK_PROBES.get(service.type) or connectProbe
+    return service.serviceType.probe or connectProbe
 
 
 def probeConfig(
@@ -405,7 +276,7 @@ def probeConfig(
                 out.write(f"netd: probe FAILED {name}: {e}\n")
             except OSError as e:
                 failed += 1
-                out.write(f"netd: probe FAILED {name}: {_why(e)}\n")
+                out.write(f"netd: probe FAILED {name}: {why(e)}\n")
             else:
                 passed += 1
                 out.write(f"netd: probe ok {name}: {result}\n")

@@ -88,8 +88,7 @@ class ServiceType:
     @ivar probe: Checks a running listener of this type from outside, for
         C{twistd netd --check --probe}: called with a
         L{netd.probe.ProbeTarget}, returns a few words on success, raises
-        L{netd.probe.ProbeFailed} otherwise. L{None}: the fallback of
-        L{netd.probe.FALLBACK_PROBES}, else a plain connect.
+        L{netd.probe.ProbeFailed} otherwise. L{None}: a plain connect.
     @ivar alpnProtocols: The ALPN protocol names (RFC 7301) its stream
         protocol speaks on an C{ssl:} listener, most preferred first; empty
         if it has none (a TLS client offering ALPN still connects, with no

@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.config import ConfigError, NetdConfig, ServiceConfig, parseConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService, ServiceInstance
 from netd.listeners import listenerName
 from netd.servicetype import ServiceContext
@@ -298,7 +299,7 @@ class WorkerService(NetdService):
         if not self.running or self.drain is not None:
             return False
         try:
-            new = parseConfig(message["text"], message["source"])
+            new = parseConfig(serviceTypes(), message["text"], message["source"])
         except ConfigError as e:
             self._log.error(
                 "worker {worker} cannot reload: {problems}",
@@ -439,7 +440,7 @@ def main() -> None:
     from twisted.internet import reactor
 
     try:
-        config = parseConfig(header["text"], header["source"])
+        config = parseConfig(serviceTypes(), header["text"], header["source"])
     except ConfigError as e:
         # Valid in the main process, not here: files it names (TLS keys and
         # certificates) that the unprivileged worker cannot read.

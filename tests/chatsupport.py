@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from netd.chat.commands import ChatServer
 from netd.chat.tcp import ChatLineProtocol
-from netd.config import Limits
+from netd.limits import Limits
 from netd.services.chat import buildStreamFactory, serverFor
 from netd.sessions import Session, SessionFactory
 from netd.servicetype import ServiceContext

@@ -15,7 +15,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from netd.config import Limits
+from netd.limits import Limits
 from netd.http.server import HTTPFactory
 from netd.services.http import SETTINGS, buildStreamFactory
 from netd.sessions import Session, SessionFactory

@@ -18,7 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from twisted.internet.task import Clock
 
-from netd.config import Limits, ServiceConfig
+from netd.config import ServiceConfig
+from netd.limits import Limits
 from netd.descriptions import DatagramListener
 from netd.drops import DropLog
 from netd.policy import SessionPolicy

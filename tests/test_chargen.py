@@ -16,7 +16,9 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netd.config import Limits, parseConfig
+from netd.config import parseConfig
+from netd.services import serviceTypes
+from netd.limits import Limits
 from netd.probe import probeConfig
 from netd.services.chargen import (
     CHUNK,
@@ -341,14 +343,16 @@ class ChargenSocketTests(NetdTestMixin, TestCase):
         (port,) = freePorts(1)
         self.startNetd(smallServiceConfig("chargen", port))
         out = io.StringIO()
-        config = parseConfig(smallServiceConfig("chargen", port), "<t>")
+        config = parseConfig(serviceTypes(), smallServiceConfig("chargen", port), "<t>")
         failed = await deferToThread(probeConfig, config, out, 2.0)
         self.assertEqual(failed, 0, out.getvalue())
         self.assertIn("sent the pattern", out.getvalue())
         self.assertIn("characters of the pattern", out.getvalue())
         (other,) = freePorts(1)
         self.startNetd(smallServiceConfig("daytime", other))
-        wrong = parseConfig(smallServiceConfig("chargen", other), "<wrong>")
+        wrong = parseConfig(
+            serviceTypes(), smallServiceConfig("chargen", other), "<wrong>"
+        )
         out = io.StringIO()
         failed = await deferToThread(probeConfig, wrong, out, 2.0)
         self.assertEqual(failed, 2, out.getvalue())

@@ -32,7 +32,8 @@ from netd.chat.hub import (
 )
 from netd.chat.tcp import ChatLineProtocol
 from netd.chat.text import FORBIDDEN
-from netd.config import Limits, parseConfig
+from netd.config import parseConfig
+from netd.limits import Limits
 from netd.services import serviceTypes
 from tests.chatsupport import ChatHarness
 
@@ -1116,6 +1117,7 @@ class ConfigTests(SynchronousTestCase):
         L{ChatSettings}.
         """
         config = parseConfig(
+            serviceTypes(),
             """
             [services.chat]
             type = "chat"
@@ -1179,6 +1181,7 @@ class ConfigTests(SynchronousTestCase):
 
         with self.assertRaises(ConfigError) as caught:
             parseConfig(
+                serviceTypes(),
                 """
                 [services.chat]
                 type = "chat"
@@ -1217,7 +1220,9 @@ class ConfigTests(SynchronousTestCase):
         import os
 
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(os.path.join(repo, "docs", "configuration.md"), encoding="utf-8") as f:
+        with open(
+            os.path.join(repo, "docs", "configuration.md"), encoding="utf-8"
+        ) as f:
             readme = f.read()
         with open(os.path.join(repo, "etc", "netd.toml"), encoding="utf-8") as f:
             example = f.read()

@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 
 from netd.chat.commands import ChatServer
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.daemon import ServiceInstance
 from tests.support import writeSelfSignedCertificate
 from tests.test_chat_web import Expecting, LineClient
@@ -67,7 +68,7 @@ class NetworkTests(TestCase):
         self.events: list[dict[str, Any]] = []
         self.patch(ChatServer, "_log", Logger(observer=self.events.append))
         text = f'[services.chat]\ntype = "chat"\nlisten = {listen}\n'
-        config = parseConfig(text, "test")
+        config = parseConfig(serviceTypes(), text, "test")
         instance = ServiceInstance(config.services[0], set(), 3600.0, reactor)
         instance.startService()
         self.addCleanup(instance.stopService)

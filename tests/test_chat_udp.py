@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from netd.chat.udp import HINT, ChatDatagramProtocol
-from netd.config import Limits
+from netd.limits import Limits
 from netd.descriptions import DatagramListener
 from netd.services.chat import buildDatagramProtocol
 from tests.chatsupport import ChatHarness

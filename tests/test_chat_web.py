@@ -24,7 +24,7 @@ from twisted.web.server import Site
 from twisted.web.websocket import WebSocketClientEndpoint
 
 from netd.chat.web import CONTENT_SECURITY_POLICY, SCRIPT, ChatWebSocket, sameOrigin
-from netd.config import Limits
+from netd.limits import Limits
 from netd.services.chat import buildStreamFactory, buildWebResource, serverFor
 from netd.sessions import SessionFactory
 from tests.support import makeContext

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
+from collections.abc import Mapping
 from textwrap import dedent
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,9 +18,7 @@ from netd import config as configModule
 from netd.config import (
     EMBEDDED_DEFAULT,
     GLOBAL_SETTINGS,
-    LIMIT_SETTINGS,
     ConfigError,
-    Limits,
     NetdConfig,
     ServiceConfig,
     defaultConfigText,
@@ -28,6 +27,7 @@ from netd.config import (
     lookupUser,
     parseConfig,
 )
+from netd.limits import LIMIT_SETTINGS, Limits
 from netd.descriptions import DatagramListener, StreamListener
 from netd.services import serviceTypes
 from netd.servicetype import ServiceType
@@ -49,15 +49,18 @@ ECHO_DEFAULTS = {
 }
 
 
-def parse(text: str) -> NetdConfig:
+def parse(text: str, types: Mapping[str, ServiceType] | None = None) -> NetdConfig:
     """
     Parse configuration text written with any indentation.
 
     @param text: TOML, indented as in the test.
+    @param types: The service types, or L{None} for netd's own.
     @return: The configuration.
     @raise ConfigError: If it is not valid.
     """
-    return parseConfig(dedent(text), SOURCE)
+    return parseConfig(
+        serviceTypes() if types is None else types, dedent(text), SOURCE
+    )
 
 
 def service(text: str) -> ServiceConfig:
@@ -113,7 +116,9 @@ class EmbeddedDefaultTests(SynchronousTestCase):
         http (netd's own page) on TCP at 127.0.0.1:8080, and chat on TCP and
         UDP at 127.0.0.1:10023.
         """
-        config = loadConfig()
+        config = loadConfig(
+            serviceTypes(),
+        )
         self.assertEqual(config.source, EMBEDDED_DEFAULT)
         self.assertEqual(
             [(s.name, s.type) for s in config.services],
@@ -163,7 +168,9 @@ class EmbeddedDefaultTests(SynchronousTestCase):
         The embedded default runs as C{nobody} once bound (when started as
         root), keeps the default limits and the echo type's default settings.
         """
-        config = loadConfig()
+        config = loadConfig(
+            serviceTypes(),
+        )
         self.assertEqual(
             (config.user, config.group, config.statsInterval), ("nobody", None, 60.0)
         )
@@ -179,7 +186,12 @@ class EmbeddedDefaultTests(SynchronousTestCase):
         """
         text = defaultConfigText()
         self.assertIn("[services.echo]", text)
-        self.assertEqual(parseConfig(text, EMBEDDED_DEFAULT), loadConfig())
+        self.assertEqual(
+            parseConfig(serviceTypes(), text, EMBEDDED_DEFAULT),
+            loadConfig(
+                serviceTypes(),
+            ),
+        )
 
 
 class ExampleConfigTests(SynchronousTestCase):
@@ -193,7 +205,7 @@ class ExampleConfigTests(SynchronousTestCase):
         service.
         """
         try:
-            config = loadConfig(EXAMPLE)
+            config = loadConfig(serviceTypes(), EXAMPLE)
         except ConfigError as e:
             self.fail(str(e))
         self.assertEqual(config.source, EXAMPLE)
@@ -222,7 +234,7 @@ class FileTests(SynchronousTestCase):
         A valid file loads, with its path as the source.
         """
         path = self.write(b'[services.a]\ntype = "echo"\nlisten = ["tcp:0"]\n')
-        config = loadConfig(path)
+        config = loadConfig(serviceTypes(), path)
         self.assertEqual(config.source, path)
         self.assertEqual([s.name for s in config.services], ["a"])
 
@@ -231,7 +243,7 @@ class FileTests(SynchronousTestCase):
         A file that does not exist is one problem about the whole file.
         """
         path = self.mktemp()
-        e = self.assertRaises(ConfigError, loadConfig, path)
+        e = self.assertRaises(ConfigError, loadConfig, serviceTypes(), path)
         self.assertEqual(e.source, path)
         self.assertEqual(
             e.lines(), [f"{path}: cannot read the file: No such file or directory"]
@@ -243,7 +255,7 @@ class FileTests(SynchronousTestCase):
         """
         path = self.mktemp()
         os.makedirs(path)
-        e = self.assertRaises(ConfigError, loadConfig, path)
+        e = self.assertRaises(ConfigError, loadConfig, serviceTypes(), path)
         self.assertEqual(e.lines(), [f"{path}: cannot read the file: Is a directory"])
 
     def test_notUTF8(self) -> None:
@@ -251,7 +263,7 @@ class FileTests(SynchronousTestCase):
         A file that is not UTF-8 is refused, naming the offending byte.
         """
         path = self.write(b"[netd]\n# caf\xe9\n")
-        e = self.assertRaises(ConfigError, loadConfig, path)
+        e = self.assertRaises(ConfigError, loadConfig, serviceTypes(), path)
         self.assertEqual(
             e.lines(),
             [f"{path}: not UTF-8 text (invalid continuation byte at byte 12)"],
@@ -262,7 +274,7 @@ class FileTests(SynchronousTestCase):
         A TOML syntax error is reported with its line number.
         """
         path = self.write(b"[netd]\nuser = \n")
-        e = self.assertRaises(ConfigError, loadConfig, path)
+        e = self.assertRaises(ConfigError, loadConfig, serviceTypes(), path)
         self.assertEqual(
             e.lines(), [f"{path}: invalid TOML: Invalid value (at line 2, column 8)"]
         )
@@ -287,7 +299,7 @@ class FileTests(SynchronousTestCase):
                 [services.discard.limits]
                 max_sessions = true
                 """).encode("utf-8"))
-        e = self.assertRaises(ConfigError, loadConfig, path)
+        e = self.assertRaises(ConfigError, loadConfig, serviceTypes(), path)
         expected = [
             f"{path}: netd.stats_interval: expected a number, got a string",
             f"{path}: services.echo.lisen: unknown key (did you mean 'listen'?)",
@@ -613,15 +625,22 @@ class ServiceTests(ConfigTestCase):
             buildStreamFactory=lambda context: None,  # type: ignore[arg-type,return-value]
         )
         types = dict(serviceTypes(), streamonly=streamOnly)
-        self.patch(configModule, "serviceTypes", lambda: types)
-        self.assertProblems(
+        e = self.assertRaises(
+            ConfigError,
+            parse,
             """
             [services.s]
             type = "streamonly"
             listen = ["tcp:0", "udp:0"]
             """,
-            "services.s.listen[1]: 'udp:0': a streamonly service has no "
-            "datagram listeners",
+            types,
+        )
+        self.assertEqual(
+            e.lines(),
+            [
+                f"{SOURCE}: services.s.listen[1]: 'udp:0': a streamonly service "
+                "has no datagram listeners"
+            ],
         )
 
     def test_serviceNotATable(self) -> None:

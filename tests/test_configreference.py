@@ -13,7 +13,8 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from netd import configreference
-from netd.config import GLOBAL_SETTINGS, LIMIT_SETTINGS
+from netd.config import GLOBAL_SETTINGS
+from netd.limits import LIMIT_SETTINGS
 from netd.services import serviceTypes
 from netd.settings import Setting, integer
 

@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import ConfigError, parseConfig
+from netd.services import serviceTypes
 from netd.probe import probeConfig
 from netd.services.daytime import (
     buildStreamFactory,
@@ -102,7 +103,11 @@ class DaytimeLineTests(SynchronousTestCase):
         A bad C{format} in a file is a configuration problem naming the key.
         """
         with self.assertRaises(ConfigError) as caught:
-            parseConfig(smallServiceConfig("daytime", 1013, 'format = "a\\nb"'), "f")
+            parseConfig(
+                serviceTypes(),
+                smallServiceConfig("daytime", 1013, 'format = "a\\nb"'),
+                "f",
+            )
         self.assertIn("services.daytime.format", str(caught.exception))
 
 
@@ -188,12 +193,14 @@ class DaytimeSocketTests(NetdTestMixin, TestCase):
         port, other = freePorts(2)
         self.startNetd(smallServiceConfig("daytime", port))
         out = io.StringIO()
-        config = parseConfig(smallServiceConfig("daytime", port), "<t>")
+        config = parseConfig(serviceTypes(), smallServiceConfig("daytime", port), "<t>")
         failed = await deferToThread(probeConfig, config, out, 2.0)
         self.assertEqual(failed, 0, out.getvalue())
         self.assertIn(" UTC'", out.getvalue())
         self.startNetd(smallServiceConfig("time", other))
-        wrong = parseConfig(smallServiceConfig("daytime", other), "<wrong>")
+        wrong = parseConfig(
+            serviceTypes(), smallServiceConfig("daytime", other), "<wrong>"
+        )
         out = io.StringIO()
         failed = await deferToThread(probeConfig, wrong, out, 2.0)
         self.assertEqual(failed, 2, out.getvalue())

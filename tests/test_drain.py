@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.drain import DRAIN_REASON, Drain, abortSession
 from netd.sessions import Session
@@ -153,6 +154,7 @@ class GracefulStopTests(TestCase):
         notifier = RecordingNotifier()
         root = NetdService(
             parseConfig(
+                serviceTypes(),
                 f"[netd]\n{netd}\n"
                 f'[services.echo]\ntype = "echo"\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n',
                 "<test>",

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from netd.config import Limits
+from netd.limits import Limits
 from netd.descriptions import DatagramListener
 from netd.services.echo import Echo, EchoDatagram, buildDatagramProtocol
 from tests.support import FakeDatagramTransport, makeContext

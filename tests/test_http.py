@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from netd.config import Limits
+from netd.limits import Limits
 from netd.http import server as serverModule
 from netd.http.accesslog import AccessLog
 from netd.http.protocol import MAX_QUEUED, HTTPConnection

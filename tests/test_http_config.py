@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import netd.config
 import netd.services
 from netd.config import ConfigError, parseConfig
-from netd.services import echo, http
+from netd.services import echo, http, serviceTypes
 from netd.servicetype import ServiceType
 from netd.settings import Problem
 
@@ -41,6 +41,7 @@ class HTTPConfigTestCase(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
+        self.types = serviceTypes()
         self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.root)
 
@@ -49,7 +50,7 @@ class HTTPConfigTestCase(SynchronousTestCase):
         @param text: TOML, dedented.
         @return: The configuration.
         """
-        return parseConfig(dedent(text), SOURCE)
+        return parseConfig(self.types, dedent(text), SOURCE)
 
     def problems(self, text: str) -> list[str]:
         """
@@ -233,8 +234,7 @@ class ChatReferenceTests(HTTPConfigTestCase):
         super().setUp()
         types = dict(netd.services.serviceTypes())
         types["web"] = fakeWebType()
-        self.patch(netd.services, "serviceTypes", lambda: types)
-        self.patch(netd.config, "serviceTypes", lambda: types)
+        self.types = types
 
     def test_valid(self) -> None:
         """
@@ -276,11 +276,12 @@ class ChatReferenceTests(HTTPConfigTestCase):
     def test_noWebFrontEnd(self) -> None:
         """
         Naming a service whose type has no web front end is reported, with
-        the types that have one.
+        the types of the enabled services that have one.
         """
         lines = self.problems(
             self.service(chat='"e"')
             + '[services.e]\ntype = "echo"\nlisten = ["tcp:0"]\n'
+            + '[services.talk]\ntype = "web"\nlisten = ["tcp:0"]\n'
         )
         self.assertEqual(len(lines), 1)
         self.assertIn("'e' is a echo service, which has no web front end", lines[0])
@@ -304,7 +305,7 @@ class ChatReferenceTests(HTTPConfigTestCase):
             buildStreamFactory=echo.buildStreamFactory,
             checkConfig=check,
         )
-        self.patch(netd.config, "serviceTypes", lambda: types)
+        self.types = types
         lines = self.problems(
             '[services.a]\ntype = "checked"\nlisten = ["tcp:0"]\n'
             '[services.b]\ntype = "echo"\nlisten = ["tcp:0"]\n'

@@ -19,8 +19,8 @@ import time
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-import netd.config
 import netd.daemon
+import tests.test_listeners
 import netd.services
 from netd.tls import MOZILLA_INTERMEDIATE_CIPHERS
 from tests.httpsupport import LARGE_SIZE, SMALL, largeContent, makeTree, readResponses
@@ -328,7 +328,7 @@ class SocketTests(NetdTestMixin, TestCase):
         """
         types = dict(netd.services.serviceTypes())
         types["web"] = webType()
-        for module in (netd.services, netd.config, netd.daemon):
+        for module in (netd.services, netd.daemon, tests.test_listeners):
             self.patch(module, "serviceTypes", lambda: types)
         port = self.serve(
             'chat = "talk"\n[services.talk]\ntype = "web"\n'

@@ -35,6 +35,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.daemon import EX_OSERR, NetdService, ServiceInstance
 from netd.listeners import (
     DatagramListenerService,
@@ -258,7 +259,9 @@ class NetdTestMixin:
         @param stderr: Passed to L{NetdService}.
         @return: The running root service.
         """
-        service = NetdService(parseConfig(text, "<test>"), stderr=stderr)
+        service = NetdService(
+            parseConfig(serviceTypes(), text, "<test>"), stderr=stderr
+        )
         self.addCleanup(service.stopService)
         service.startService()
         return service
@@ -728,7 +731,9 @@ class BindFailureTests(NetdTestMixin, TestCase):
 
         @param description: The listener description.
         """
-        config = parseConfig(echoConfig(listen=f'"{description}"'), "<test>")
+        config = parseConfig(
+            serviceTypes(), echoConfig(listen=f'"{description}"'), "<test>"
+        )
         service = NetdService(config)
         self.addCleanup(service.stopService)
         error = self.assertRaises(ListenError, service.startService)
@@ -763,7 +768,9 @@ class BindFailureTests(NetdTestMixin, TestCase):
         port = self.holdPort(socket.SOCK_STREAM)
         description = f"tcp:{port}:interface=127.0.0.1"
         stderr = io.StringIO()
-        config = parseConfig(echoConfig(listen=f'"{description}"'), "<test>")
+        config = parseConfig(
+            serviceTypes(), echoConfig(listen=f'"{description}"'), "<test>"
+        )
         service = NetdService(config, stderr=stderr)
         self.addCleanup(service.stopService)
         exit = self.assertRaises(SystemExit, service.startService)
@@ -783,6 +790,7 @@ class BindFailureTests(NetdTestMixin, TestCase):
         busy = self.holdPort(socket.SOCK_STREAM)
         free = freePort(socket.SOCK_DGRAM)
         config = parseConfig(
+            serviceTypes(),
             echoConfig(
                 listen=f'"udp:{free}:interface=127.0.0.1", '
                 f'"tcp:{busy}:interface=127.0.0.1"'
@@ -811,7 +819,9 @@ class BindFailureTests(NetdTestMixin, TestCase):
             f"udp:0:interface={UNCONFIGURED}",
         ):
             service = NetdService(
-                parseConfig(echoConfig(listen=f'"{description}"'), "<test>")
+                parseConfig(
+                    serviceTypes(), echoConfig(listen=f'"{description}"'), "<test>"
+                )
             )
             self.addCleanup(service.stopService)
             error = self.assertRaises(ListenError, service.startService)

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from netd import logsetup
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.logsetup import LogDestinations, isJournal, journalLine
 
 SERVICE = '[services.e]\ntype = "echo"\nlisten = ["tcp:0"]\n'
@@ -35,7 +36,9 @@ class LogSetupTestCase(SynchronousTestCase):
         self.stdout = io.StringIO()
         destinations = LogDestinations(self.publisher, self.stdout)
         destinations.primary = primary
-        destinations.configure(parseConfig(f"[netd]\n{netd}\n{SERVICE}", "<test>"))
+        destinations.configure(
+            parseConfig(serviceTypes(), f"[netd]\n{netd}\n{SERVICE}", "<test>")
+        )
         destinations.open()
         self.addCleanup(destinations.close)
         self.log = Logger(
@@ -120,7 +123,11 @@ class FileTests(LogSetupTestCase):
         destinations = self.destinations(f'log_file = "{first}"')
         self.assertTrue(
             destinations.reconfigure(
-                parseConfig(f'[netd]\nlog_file = "{second}"\n{SERVICE}', "<test>")
+                parseConfig(
+                    serviceTypes(),
+                    f'[netd]\nlog_file = "{second}"\n{SERVICE}',
+                    "<test>",
+                )
             )
         )
         self.log.info("to the second")
@@ -128,7 +135,11 @@ class FileTests(LogSetupTestCase):
             self.assertIn("to the second", f.read())
         self.assertFalse(
             destinations.reconfigure(
-                parseConfig(f'[netd]\nlog_file = "{second}"\n{SERVICE}', "<test>")
+                parseConfig(
+                    serviceTypes(),
+                    f'[netd]\nlog_file = "{second}"\n{SERVICE}',
+                    "<test>",
+                )
             )
         )
 
@@ -168,7 +179,9 @@ class OpenFailureTests(SynchronousTestCase):
         path = os.path.join(os.path.abspath(self.mktemp()), "missing", "netd.log")
         stderr = io.StringIO()
         root = NetdService(
-            parseConfig(f'[netd]\nlog_file = "{path}"\n{SERVICE}', "netd.toml"),
+            parseConfig(
+                serviceTypes(), f'[netd]\nlog_file = "{path}"\n{SERVICE}', "netd.toml"
+            ),
             stderr=stderr,
             logs=LogDestinations(LogPublisher()),
         )

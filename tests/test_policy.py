@@ -10,7 +10,7 @@ import ipaddress
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from netd.config import Limits
+from netd.limits import Limits
 from netd.drops import DropLog
 from netd.policy import AddressFilter, SessionPolicy
 

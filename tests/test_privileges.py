@@ -19,6 +19,7 @@ from twisted.scripts import _twistd_unix, twistd
 from twisted.trial.unittest import SynchronousTestCase
 
 from netd import daemon, tap
+from netd.services import serviceTypes
 from netd.daemon import EX_OSERR, NetdService
 from netd.privileges import (
     Account,
@@ -477,6 +478,7 @@ class TwistdOrderTests(SynchronousTestCase):
 
         root = NetdService(
             parseConfig(
+                serviceTypes(),
                 '[services.e]\ntype = "echo"\nlisten = ["tcp:0:interface=127.0.0.1"]\n',
                 "t",
             ),

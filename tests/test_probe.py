@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import netd.services
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.probe import (
     ProbeFailed,
@@ -72,7 +73,7 @@ class ProbeTests(TestCase):
         @param text: A configuration.
         @return: A netd running it, stopped after the test.
         """
-        root = NetdService(parseConfig(text, "<test>"))
+        root = NetdService(parseConfig(serviceTypes(), text, "<test>"))
         self.addCleanup(root.stopService)
         root.startService()
         return root
@@ -131,7 +132,7 @@ class ProbeTests(TestCase):
         """
         echo, discard = freePorts(2)
         self.startNetd(servicesText(echo, discard))
-        swapped = parseConfig(servicesText(discard, echo), "<swapped>")
+        swapped = parseConfig(serviceTypes(), servicesText(discard, echo), "<swapped>")
         out = io.StringIO()
         failed = await deferToThread(probeConfig, swapped, out, 1.0)
         self.assertEqual(failed, 4, out.getvalue())
@@ -150,6 +151,7 @@ class TargetTests(SynchronousTestCase):
         TLS; UNIX sockets by path.
         """
         config = parseConfig(
+            serviceTypes(),
             '[services.a]\ntype = "echo"\n'
             'listen = ["tcp:7", "tcp6:7", "tcp:8:interface=127.0.0.2", "unix:/run/a.sock"]\n',
             "<test>",
@@ -168,7 +170,9 @@ class TargetTests(SynchronousTestCase):
         outside: they are skipped, with the reason.
         """
         config = parseConfig(
-            '[services.a]\ntype = "echo"\nlisten = ["systemd:a", "udp:0"]\n', "<test>"
+            serviceTypes(),
+            '[services.a]\ntype = "echo"\nlisten = ["systemd:a", "udp:0"]\n',
+            "<test>",
         )
         out = io.StringIO()
         self.assertEqual(probeConfig(config, out), 0)
@@ -178,8 +182,8 @@ class TargetTests(SynchronousTestCase):
 
     def test_pluggable(self) -> None:
         """
-        A service type's own C{probe} is used; a type without one falls back
-        to L{netd.probe.FALLBACK_PROBES}, then to a plain connect.
+        A service type's own C{probe} is used; a type without one gets a
+        plain connect.
         """
         types = dict(netd.services.serviceTypes())
 
@@ -188,16 +192,14 @@ class TargetTests(SynchronousTestCase):
 
         types["echo"] = attrs.evolve(types["echo"], probe=mine)
         types["discard"] = attrs.evolve(types["discard"], probe=None)
-        self.patch(netd.services, "serviceTypes", lambda: types)
         config = parseConfig(
+            types,
             '[services.a]\ntype = "echo"\nlisten = ["tcp:7"]\n'
             '[services.b]\ntype = "discard"\nlisten = ["tcp:9"]\n',
             "<test>",
         )
         self.assertIs(probeFor(config.services[0]), mine)
-        self.assertEqual(probeFor(config.services[1]).__name__, "discardProbe")
-        other = attrs.evolve(config.services[1], type="nosuchtype")
-        self.assertIs(probeFor(other), connectProbe)
+        self.assertIs(probeFor(config.services[1]), connectProbe)
 
     def test_streamOnlyProbeSkipsDatagrams(self) -> None:
         """
@@ -207,9 +209,10 @@ class TargetTests(SynchronousTestCase):
         """
         types = dict(netd.services.serviceTypes())
         types["echo"] = attrs.evolve(types["echo"], probe=connectProbe)
-        self.patch(netd.services, "serviceTypes", lambda: types)
         config = parseConfig(
-            '[services.a]\ntype = "echo"\nlisten = ["udp:7:interface=127.0.0.1"]\n', "t"
+            types,
+            '[services.a]\ntype = "echo"\nlisten = ["udp:7:interface=127.0.0.1"]\n',
+            "t",
         )
         out = io.StringIO()
         self.assertEqual(probeConfig(config, out), 0)
@@ -257,7 +260,9 @@ class TLSProbeTests(TestCase):
         text, web, echo = self.tlsConfig()
         self.startNetd(text)
         out = io.StringIO()
-        failed = await deferToThread(probeConfig, parseConfig(text, "<t>"), out)
+        failed = await deferToThread(
+            probeConfig, parseConfig(serviceTypes(), text, "<t>"), out
+        )
         self.assertEqual(failed, 0, out.getvalue())
         self.assertIn(f"probe ok web on {web}: GET / answered", out.getvalue())
         self.assertIn(f"probe ok echo on {echo}: echoed", out.getvalue())
@@ -272,7 +277,9 @@ class TLSProbeTests(TestCase):
         text, web, echo = self.tlsConfig()
         self.startNetd(text)
         out = io.StringIO()
-        failed = await deferToThread(probeConfig, parseConfig(text, "<t>"), out)
+        failed = await deferToThread(
+            probeConfig, parseConfig(serviceTypes(), text, "<t>"), out
+        )
         self.assertEqual(failed, 2, out.getvalue())
         self.assertIn(f"probe FAILED web on {web}: cannot connect: ", out.getvalue())
         self.assertIn("internal error", out.getvalue())

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import loadConfig, parseConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService, ServiceInstance
 from netd.reload import planReload
 from netd.systemd import Notifier
@@ -52,10 +53,12 @@ class PlanTests(SynchronousTestCase):
         on one side are added or removed.
         """
         old = parseConfig(
+            serviceTypes(),
             service("same", 1001) + service("limits", 1002) + service("gone", 1003),
             "old",
         )
         new = parseConfig(
+            serviceTypes(),
             service("same", 1001)
             + service("limits", 1002, limits="max_sessions = 5")
             + service("new", 1004),
@@ -78,24 +81,28 @@ class PlanTests(SynchronousTestCase):
         """
         A changed listener list changes the service.
         """
-        old = parseConfig(service("a", 1001), "old")
-        new = parseConfig(service("a", 1002), "new")
+        old = parseConfig(serviceTypes(), service("a", 1001), "old")
+        new = parseConfig(serviceTypes(), service("a", 1002), "new")
         self.assertEqual(len(planReload(old, new).changed), 1)
 
     def test_statsIntervalChangesAll(self) -> None:
         """
         A new C{stats_interval} changes every service (each has a timer).
         """
-        old = parseConfig(service("a", 1001), "old")
-        new = parseConfig("[netd]\nstats_interval = 5\n" + service("a", 1001), "new")
+        old = parseConfig(serviceTypes(), service("a", 1001), "old")
+        new = parseConfig(
+            serviceTypes(), "[netd]\nstats_interval = 5\n" + service("a", 1001), "new"
+        )
         self.assertEqual(len(planReload(old, new).changed), 1)
 
     def test_restartOnly(self) -> None:
         """
         A changed C{user} is reported as needing a restart.
         """
-        old = parseConfig(service("a", 1001), "old")
-        new = parseConfig('[netd]\nuser = "nobody"\n' + service("a", 1001), "new")
+        old = parseConfig(serviceTypes(), service("a", 1001), "old")
+        new = parseConfig(
+            serviceTypes(), '[netd]\nuser = "nobody"\n' + service("a", 1001), "new"
+        )
         plan = planReload(old, new)
         self.assertEqual(plan.restartOnly, ("user",))
         self.assertEqual(plan.unchanged, old.services)
@@ -160,7 +167,9 @@ class ReloadTests(TestCase):
         """
         self.write(text)
         self.notifier = RecordingNotifier()
-        root = NetdService(loadConfig(self.path), notifier=self.notifier)
+        root = NetdService(
+            loadConfig(serviceTypes(), self.path), notifier=self.notifier
+        )
         self.addCleanup(root.stopService)
         root.startService()
         return root
@@ -416,7 +425,7 @@ class CertificateReloadTests(TestCase):
                 '[services.tls]\ntype = "echo"\n'
                 f'listen = ["ssl:{port}:privateKey={pem}:certKey={pem}:interface=127.0.0.1"]\n'
             )
-        root = NetdService(loadConfig(path))
+        root = NetdService(loadConfig(serviceTypes(), path))
         self.addCleanup(root.stopService)
         root.startService()
         self.assertEqual(await deferToThread(peerCertificate, port), first)

@@ -16,7 +16,7 @@ from twisted.protocols import wire
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from netd.config import Limits
+from netd.limits import Limits
 from netd.services.echo import Echo
 from netd.sessions import Session, SessionFactory, describePeer
 from netd.servicetype import ServiceContext

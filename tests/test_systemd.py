@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd import listeners
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.descriptions import DatagramListener, StreamListener, parseListener
 from netd.listeners import ListenError
@@ -249,6 +250,7 @@ class SystemdDescriptionTests(SynchronousTestCase):
         error; the file validates without systemd (nothing is looked up).
         """
         config = parseConfig(
+            serviceTypes(),
             '[services.a]\ntype = "echo"\n'
             'listen = ["systemd:x", "systemd:y:type=datagram"]\n',
             "<test>",
@@ -257,6 +259,7 @@ class SystemdDescriptionTests(SynchronousTestCase):
         error = self.assertRaises(
             Exception,
             parseConfig,
+            serviceTypes(),
             '[services.a]\ntype = "echo"\n'
             'listen = ["systemd:x", "systemd:x:type=datagram"]\n',
             "<test>",
@@ -403,6 +406,7 @@ class AdoptionTests(TestCase):
         self.patch(listeners.ListenerService, "_log", Logger(observer=events.append))
         service = NetdService(
             parseConfig(
+                serviceTypes(),
                 '[services.echo]\ntype = "echo"\n'
                 'listen = ["systemd:e-tcp", "systemd:e-udp:type=datagram"]\n',
                 "<test>",
@@ -431,7 +435,11 @@ class AdoptionTests(TestCase):
         """
         self.passSockets({"x": self.bound(socket.SOCK_DGRAM)})
         service = NetdService(
-            parseConfig('[services.echo]\ntype = "echo"\nlisten = ["systemd:x"]\n', "t")
+            parseConfig(
+                serviceTypes(),
+                '[services.echo]\ntype = "echo"\nlisten = ["systemd:x"]\n',
+                "t",
+            )
         )
         self.addCleanup(service.stopService)
         error = self.assertRaises(ListenError, service.startService)
@@ -444,7 +452,11 @@ class AdoptionTests(TestCase):
         """
         self.passSockets({})
         service = NetdService(
-            parseConfig('[services.echo]\ntype = "echo"\nlisten = ["systemd:x"]\n', "t")
+            parseConfig(
+                serviceTypes(),
+                '[services.echo]\ntype = "echo"\nlisten = ["systemd:x"]\n',
+                "t",
+            )
         )
         self.addCleanup(service.stopService)
         error = self.assertRaises(ListenError, service.startService)

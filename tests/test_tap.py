@@ -21,6 +21,7 @@ from zope.interface.verify import verifyObject
 
 from netd import __version__, tap
 from netd.config import loadConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.tap import EX_CONFIG, Options, _runAs, makeService
 
@@ -111,7 +112,12 @@ class OptionsTests(OptionsTestCase):
         """
         options = self.parse()
         self.assertIsNone(options["config"])
-        self.assertEqual(options["netdConfig"], loadConfig())
+        self.assertEqual(
+            options["netdConfig"],
+            loadConfig(
+                serviceTypes(),
+            ),
+        )
         self.assertEqual(options.stdout.getvalue(), "")
         self.assertEqual(options.stderr.getvalue(), "")
 
@@ -403,7 +409,7 @@ class RunAsTests(SynchronousTestCase):
             f.write(
                 f'[netd]\n{netd}\n[services.x]\ntype = "echo"\nlisten = ["tcp:0"]\n'
             )
-        return loadConfig(path)
+        return loadConfig(serviceTypes(), path)
 
     def test_user(self) -> None:
         """

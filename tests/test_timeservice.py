@@ -17,6 +17,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.probe import ProbeFailed, ProbeTarget, probeConfig
 from netd.services.timeservice import (
     WRAP,
@@ -172,7 +173,7 @@ class TimeSocketTests(NetdTestMixin, TestCase):
         port, other = freePorts(2)
         self.startNetd(smallServiceConfig("time", port))
         out = io.StringIO()
-        config = parseConfig(smallServiceConfig("time", port), "<t>")
+        config = parseConfig(serviceTypes(), smallServiceConfig("time", port), "<t>")
         failed = await deferToThread(probeConfig, config, out, 2.0)
         self.assertEqual(failed, 0, out.getvalue())
         self.assertIn(" UTC", out.getvalue())
@@ -185,7 +186,9 @@ class TimeSocketTests(NetdTestMixin, TestCase):
         # Whole seconds against a float clock: 3600 or 3601 seconds off.
         self.assertRegex(str(caught.exception), r"-360[01]s from this host's")
         self.startNetd(smallServiceConfig("daytime", other))
-        wrong = parseConfig(smallServiceConfig("time", other), "<wrong>")
+        wrong = parseConfig(
+            serviceTypes(), smallServiceConfig("time", other), "<wrong>"
+        )
         out = io.StringIO()
         failed = await deferToThread(probeConfig, wrong, out, 2.0)
         self.assertEqual(failed, 2, out.getvalue())

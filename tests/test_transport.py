@@ -36,6 +36,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from netd.config import loadConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.sockets import TCPEndpoint, TCPPort
 from netd.transport import WriteThroughServer, sendBufferEmpty
@@ -907,7 +908,7 @@ class WriteThroughSocketTests(TestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(f'[services.echo]\ntype = "echo"\nlisten = ["{listen}"]\n')
-        root = NetdService(loadConfig(path))
+        root = NetdService(loadConfig(serviceTypes(), path))
         self.addCleanup(root.stopService)
         root.startService()
         return portNumber

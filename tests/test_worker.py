@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd import listeners
 from netd.config import parseConfig
+from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.sockets import SharedTCPPort, TCPPort, UDPPort
 from netd.systemd import InheritedSockets
@@ -82,7 +83,10 @@ class AdoptionTests(TestCase):
         given = {TCP: os.dup(self.tcp.fileno()), UDP: os.dup(self.udp.fileno())}
         given.update(sockets)
         service = WorkerService(
-            parseConfig(text, "netd.toml"), reactor, index=1, sockets=given
+            parseConfig(serviceTypes(), text, "netd.toml"),
+            reactor,
+            index=1,
+            sockets=given,
         )
         self.addCleanup(service.stopService)
         service.startService()
@@ -182,7 +186,9 @@ class AdoptionTests(TestCase):
         self.patch(listeners, "inheritedSockets", lambda: inherited)
         service = NetdService(
             parseConfig(
-                '[services.echo]\ntype = "echo"\nlisten = ["systemd:e-tcp"]\n', "x"
+                serviceTypes(),
+                '[services.echo]\ntype = "echo"\nlisten = ["systemd:e-tcp"]\n',
+                "x",
             )
         )
         self.addCleanup(service.stopService)
@@ -204,7 +210,7 @@ class ServedConfigTests(SynchronousTestCase):
         """
         Only the services whose every listener has a socket remain.
         """
-        config = parseConfig(CONFIG + CHAT, "x")
+        config = parseConfig(serviceTypes(), CONFIG + CHAT, "x")
         self.assertEqual(
             [s.name for s in servedConfig(config, {TCP: 4, UDP: 5}).services],
             ["echo"],
@@ -276,7 +282,9 @@ class ControlTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = FakeReactor()
         self.service = WorkerService(
-            parseConfig(CONFIG, "x"), self.reactor, sockets={TCP: 100, UDP: 101}
+            parseConfig(serviceTypes(), CONFIG, "x"),
+            self.reactor,
+            sockets={TCP: 100, UDP: 101},
         )
         self.reloads: list[Any] = []
         self.service.reloadFrom = self.reloads.append  # type: ignore[method-assign]
@@ -323,7 +331,9 @@ class UNIXAdoptionTests(TestCase):
         skt.setblocking(False)
         service = WorkerService(
             parseConfig(
-                f'[services.echo]\ntype = "echo"\nlisten = ["unix:{path}"]\n', "x"
+                serviceTypes(),
+                f'[services.echo]\ntype = "echo"\nlisten = ["unix:{path}"]\n',
+                "x",
             ),
             reactor,
             sockets={f"echo/unix:{path}": os.dup(skt.fileno())},

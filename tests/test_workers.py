@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import ConfigError, parseConfig, resolveWorkers
+from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.tap import Options, makeService
 from netd.workers import (
@@ -45,7 +46,7 @@ def problems(text: str) -> list[str]:
     @return: The lines of the L{ConfigError} it raises.
     """
     try:
-        parseConfig(text, "netd.toml")
+        parseConfig(serviceTypes(), text, "netd.toml")
     except ConfigError as e:
         return e.lines()
     raise AssertionError("no ConfigError")
@@ -63,14 +64,16 @@ class WorkersConfigTests(SynchronousTestCase):
         """
         Without the key, one process: today's behaviour.
         """
-        self.assertEqual(parseConfig(ECHO, "x").workers, 1)
+        self.assertEqual(parseConfig(serviceTypes(), ECHO, "x").workers, 1)
 
     def test_integer(self) -> None:
         """
         An integer from 1 to 256 is taken as is.
         """
         for value in (1, 2, 256):
-            config = parseConfig(f"[netd]\nworkers = {value}\n" + ECHO, "x")
+            config = parseConfig(
+                serviceTypes(), f"[netd]\nworkers = {value}\n" + ECHO, "x"
+            )
             self.assertEqual(config.workers, value)
             self.assertEqual(resolveWorkers(config.workers), value)
 
@@ -78,7 +81,7 @@ class WorkersConfigTests(SynchronousTestCase):
         """
         C{"auto"} is one worker per CPU this process may run on.
         """
-        config = parseConfig('[netd]\nworkers = "auto"\n' + ECHO, "x")
+        config = parseConfig(serviceTypes(), '[netd]\nworkers = "auto"\n' + ECHO, "x")
         self.assertEqual(config.workers, "auto")
         self.assertEqual(resolveWorkers("auto", cpus=3), 3)
         self.assertEqual(resolveWorkers("auto"), len(os.sched_getaffinity(0)))
@@ -200,7 +203,7 @@ class PerProcessTests(SynchronousTestCase):
         """
         Chat services and http services mounting one are per process.
         """
-        config = parseConfig(self.CONFIG, "x")
+        config = parseConfig(serviceTypes(), self.CONFIG, "x")
         self.assertEqual(perProcessServices(config), {"chat", "web"})
 
     def test_sockets(self) -> None:
@@ -208,7 +211,7 @@ class PerProcessTests(SynchronousTestCase):
         Worker 0 gets every listener; the others all but the per-process
         services'.
         """
-        config = parseConfig(self.CONFIG, "x")
+        config = parseConfig(serviceTypes(), self.CONFIG, "x")
         sockets = workerSockets(config, 3)
         self.assertEqual(
             [name for name, listener, copy in sockets[0]],
@@ -227,6 +230,7 @@ class PerProcessTests(SynchronousTestCase):
         or with one worker, the socket is shared.
         """
         config = parseConfig(
+            serviceTypes(),
             '[services.echo]\ntype = "echo"\nlisten = [\n'
             '  { address = "udp:7:interface=127.0.0.1", reuse_port = true },\n'
             '  { address = "udp:0:interface=127.0.0.1", reuse_port = true },\n'
@@ -356,7 +360,7 @@ def makePlan(count: int = 2, text: str = ECHO, fds: dict[str, int] | None = None
     @param fds: Each worker's sockets.
     @return: A L{WorkerPlan}.
     """
-    config = parseConfig(text, "netd.toml")
+    config = parseConfig(serviceTypes(), text, "netd.toml")
     if fds is None:
         fds = {"echo/tcp:7:interface=127.0.0.1": 17}
     return WorkerPlan(config, tuple(dict(fds) for _ in range(count)), (7,))
@@ -644,7 +648,10 @@ class SupervisorServiceTests(TestCase):
 
         supervisor = Supervisor(self.processes, ["python"], {}, self.events.append)
         service = SupervisorService(
-            loadConfig(self.path), reactor, workers=workers, supervisor=supervisor
+            loadConfig(serviceTypes(), self.path),
+            reactor,
+            workers=workers,
+            supervisor=supervisor,
         )
         service._log = Logger(observer=self.events.append)
         service.privilegedStartService()
@@ -890,7 +897,7 @@ class SupervisorServiceTests(TestCase):
         )
         account = Account(os.getuid(), os.getgid(), (os.getgid(),), "me")
         service = SupervisorService(
-            loadConfig(self.path),
+            loadConfig(serviceTypes(), self.path),
             reactor,
             workers=2,
             supervisor=Supervisor(self.processes, ["python"], {}, self.events.append),

@@ -21,6 +21,7 @@ from netd.chat.text import checkName, sanitise
 from netd.chat.udp import ChatDatagramProtocol
 from netd.chat.web import ChatWebResource
 from netd.descriptions import DatagramListener
+from netd.probe import ProbeFailed, ProbeTarget, streamOnly, why
 from netd.servicetype import ServiceContext, ServiceType
 from netd.settings import Setting, boolean, describe, integer, number
 
@@ -109,6 +110,26 @@ def roomName(value: Any) -> str:
 
 
 _defaults = ChatSettings()
+
+
+def greetingProbe(target: ProbeTarget) -> str:
+    """
+    A line-based service (chat): it greets a new client with a line.
+
+    @param target: The listener.
+    @return: The greeting.
+    @raise ProbeFailed: If no line comes.
+    """
+    streamOnly(target)
+    with target.connect() as skt:
+        try:
+            line = skt.makefile("rb").readline(4096)
+        except OSError as e:
+            raise ProbeFailed(f"no greeting: {why(e)}") from None
+    if not line.endswith(b"\n"):
+        raise ProbeFailed(f"no greeting line within {target.timeout:g}s")
+    return f"greeted: {line.decode('utf-8', 'replace').strip()[:60]!r}"
+
 
 chat = ServiceType(
     name="chat",
@@ -218,4 +239,5 @@ chat = ServiceType(
     buildDatagramProtocol=buildDatagramProtocol,
     buildWebResource=buildWebResource,
     perProcess=True,
+    probe=greetingProbe,
 )

@@ -14,6 +14,9 @@ end of a loop.
 
 from __future__ import annotations
 
+import time
+import socket
+import os
 from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -24,6 +27,7 @@ from zope.interface import implementer
 from netd.datagrams import ServiceDatagramProtocol
 from netd.descriptions import DatagramListener
 from netd.reflection import ReplyGuard, guardFor, guardSettings
+from netd.probe import ProbeFailed, ProbeTarget, receiveExactly, why
 from netd.servicetype import ServiceContext, ServiceType
 
 
@@ -120,10 +124,52 @@ def buildDatagramProtocol(
     return EchoDatagram(context, guardFor(context))
 
 
+def echoProbe(target: ProbeTarget) -> str:
+    """
+    Echo: random bytes come back identical, over TCP or UDP.
+
+    @param target: The listener.
+    @return: What was checked.
+    @raise ProbeFailed: If they do not.
+    """
+    token = os.urandom(16).hex().encode("ascii")
+    started = time.monotonic()
+    if target.transport == "datagram":
+        with target.datagramSocket() as skt:
+            for attempt in range(3):
+                skt.send(token)
+                skt.settimeout(target.timeout / 3)
+                try:
+                    reply = skt.recv(65535)
+                except socket.timeout:
+                    continue
+                except OSError as e:
+                    raise ProbeFailed(f"no reply: {why(e)}") from None
+                if reply != token:
+                    raise ProbeFailed(f"replied {len(reply)} different bytes")
+                elapsed = (time.monotonic() - started) * 1000
+                return f"echoed a datagram in {elapsed:.1f} ms"
+        raise ProbeFailed(
+            f"no reply to 3 datagrams within {target.timeout:g}s (are 127.0.0.1/::1 "
+            "allowed, and the reply guard's limits above 3 datagrams?)"
+        )
+    with target.connect() as skt:
+        try:
+            skt.sendall(token)
+            reply = receiveExactly(skt, len(token))
+        except OSError as e:
+            raise ProbeFailed(f"exchange failed: {why(e)}") from None
+    if reply != token:
+        raise ProbeFailed(f"sent {len(token)} bytes, got back {reply[:40]!r}")
+    elapsed = (time.monotonic() - started) * 1000
+    return f"echoed {len(token)} bytes in {elapsed:.1f} ms"
+
+
 echo = ServiceType(
     name="echo",
     description="RFC 862: send back every byte (TCP) or datagram (UDP)",
     settings=guardSettings(),
     buildStreamFactory=buildStreamFactory,
     buildDatagramProtocol=buildDatagramProtocol,
+    probe=echoProbe,
 )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from netd.http.server import HTTPConfig, HTTPFactory
+from netd.probe import ProbeFailed, ProbeTarget, streamOnly, why
 from netd.servicetype import ServiceContext, ServiceType
 from netd.settings import Problem, Setting, boolean, describe, integer, networks, number
 
@@ -414,24 +415,29 @@ def checkConfig(service: Any, services: Mapping[str, Any]) -> list[Problem]:
     @param services: Every enabled service, by name.
     @return: The problems found.
     """
-    from netd.services import serviceTypes
-
     name = service.settings.get("chat")
     if name is None:
         return []
     path = f"services.{service.name}.chat"
-    types = serviceTypes()
-    withWeb = sorted(t.name for t in types.values() if t.buildWebResource is not None)
     other = services.get(name)
     if other is None:
         known = ", ".join(sorted(services)) or "none"
         return [Problem(path, f"no enabled service named {name!r} (services: {known})")]
-    if types[other.type].buildWebResource is None:
+    if other.serviceType.buildWebResource is None:
+        # The registry is not imported here (it imports this module): the
+        # hint names the types of the enabled services that have one.
+        withWeb = sorted(
+            {
+                each.serviceType.name
+                for each in services.values()
+                if each.serviceType.buildWebResource is not None
+            }
+        )
         return [
             Problem(
                 path,
                 f"{name!r} is a {other.type} service, which has no web front end "
-                f"(types that have one: {', '.join(withWeb) or 'none'})",
+                f"(types that have one: {', '.join(withWeb) or 'none enabled'})",
             )
         ]
     return []
@@ -445,6 +451,31 @@ def buildStreamFactory(context: ServiceContext) -> HTTPFactory:
     return HTTPFactory(context, httpConfig(context.settings))
 
 
+def httpProbe(target: ProbeTarget) -> str:
+    """
+    HTTP: C{GET /} is answered with status 200.
+
+    @param target: The listener.
+    @return: The status line.
+    @raise ProbeFailed: If the answer is not 200.
+    """
+    streamOnly(target)
+    with target.connect() as skt:
+        try:
+            skt.sendall(
+                b"GET / HTTP/1.1\r\nHost: localhost\r\n"
+                b"User-Agent: netd-probe\r\nConnection: close\r\n\r\n"
+            )
+            line = skt.makefile("rb").readline(1024)
+        except OSError as e:
+            raise ProbeFailed(f"exchange failed: {why(e)}") from None
+    status = line.decode("latin-1").strip()
+    parts = status.split()
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
+        raise ProbeFailed(f"GET / answered {status!r}, not 200")
+    return f"GET / answered {status!r}"
+
+
 http = ServiceType(
     name="http",
     description="a fast, hardened static-file web server (HTTP/1.1, HTTPS on ssl: listeners)",
@@ -454,4 +485,5 @@ http = ServiceType(
     alpnProtocols=(b"http/1.1",),
     uses=usedServices,
     ownedFiles=ownedFiles,
+    probe=httpProbe,
 )
