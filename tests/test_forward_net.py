@@ -51,7 +51,9 @@ class Source(Protocol):
         self.sent += len(self.chunk)
 
     def stopProducing(self) -> None:
-        pass
+        """
+        Nothing to release: the next C{resumeProducing} never comes.
+        """
 
 
 def buffered(transport: Any) -> int:
@@ -130,11 +132,12 @@ class ForwardSocketTests(TestCase):
                 if getattr(conn, "getHost", None) is None:
                     continue
                 try:
-                    if conn.getHost().port == port and hasattr(conn, "dataBuffer"):
-                        servers.append(conn)
-                        peak[0] = max(peak[0], buffered(conn))
-                except Exception:
-                    pass
+                    host = conn.getHost()
+                except OSError:
+                    continue  # a connection closing under us
+                if getattr(host, "port", None) == port and hasattr(conn, "dataBuffer"):
+                    servers.append(conn)
+                    peak[0] = max(peak[0], buffered(conn))
 
         done: Deferred[int] = Deferred()
 
