@@ -1,50 +1,36 @@
-# -*- test-case-name: tests.test_reload,tests.test_drain,tests.test_listeners -*-
+# -*- test-case-name: tests.test_reload,tests.test_drain,tests.test_privileges -*-
 """
-The service tree of a netd process.
+The life cycle of a netd process.
 
-L{NetdService} (the root, returned by L{netd.tap.makeService}) holds one
-L{ServiceInstance} per configured service; each holds one listener service
-per configured address (L{netd.listeners}). Everything is built from a
-L{NetdConfig<netd.config.NetdConfig>} without binding; ports are bound when
-twistd starts the tree.
-
-L{NetdService} also runs the process's life cycle under twistd: the
-privilege drop after binding (L{netd.privileges}), systemd notifications
-and the watchdog (L{netd.systemd}), reloads on SIGHUP (L{netd.reload}) and
-the graceful stop on SIGTERM (L{netd.drain}).
+L{NetdService} (the root, returned by L{netd.tap.makeService}) runs the
+process's life cycle under twistd: binding as root, then the privilege drop
+(L{netd.privileges}); systemd notifications and the watchdog
+(L{netd.systemd}); reloads on SIGHUP (L{netd.reload}); and the graceful
+stop on SIGTERM (L{netd.drain}). What the process serves is its one child,
+an L{IServedSet<netd.served.IServedSet>} chosen by the process's role:
+the services themselves (L{netd.instances.InProcessServices}, also in a
+worker process), or the sockets the main process of a netd with workers
+holds for them (L{netd.workers.supervisor.HeldSockets}).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netd.config import (
-    EMBEDDED_DEFAULT,
-    ConfigError,
-    NetdConfig,
-    ServiceConfig,
-    loadConfig,
-)
-from netd.drain import Drain, openSessions
-from netd.drops import DropLog
-from netd.listeners import (
-    ListenerService,
-    ListenError,
-    StreamListenerService,
-    buildListenerService,
-    socketKey,
-)
+from netd.config import EMBEDDED_DEFAULT, ConfigError, NetdConfig, loadConfig
+from netd.instances import InProcessServices
+from netd.listeners import ListenError
 from netd.logsetup import LogDestinations
-from netd.policy import SessionPolicy
 from netd.privileges import (
     Account,
     PrivilegeError,
@@ -53,167 +39,48 @@ from netd.privileges import (
     preload,
     setNoNewPrivileges,
 )
-from netd.reload import planReload
+from netd.served import IServedSet, ReloadResult
 from netd.services import serviceTypes
-from netd.servicetype import ServiceContext
 from netd.systemd import Notifier, Watchdog, watchdogInterval
 
 EX_OSERR = 71
 EX_CONFIG = 78
 
 
-class ServiceInstance(MultiService):
-    """
-    One configured service, with its listeners as children.
-
-    @ivar context: The state its listeners share.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        config: ServiceConfig,
-        ownPorts: set[int],
-        statsInterval: float,
-        reactor: Any = None,
-        instances: dict[str, ServiceContext] | None = None,
-        sockets: Mapping[str, int] | None = None,
-    ) -> None:
-        """
-        @param config: The service's configuration.
-        @param ownPorts: The ports netd listens on (shared, live).
-        @param statsInterval: Seconds between periodic counter events.
-        @param reactor: The reactor (the global one if L{None}).
-        @param instances: The registry of every instance, which it joins.
-        @param sockets: In a worker process, the descriptors the main process
-            passed, by listener service name: the listeners adopt them
-            (L{ListenerService.passedFd}) instead of binding.
-        """
-        super().__init__()
-        self.setName(config.name)
-        if reactor is None:
-            from twisted.internet import reactor
-        serviceType = serviceTypes()[config.type]
-        context = ServiceContext(
-            config=config,
-            policy=SessionPolicy(
-                config.limits,
-                DropLog(config.name, "refused a session from", reactor, statsInterval),
-            ),
-            datagramDrops=DropLog(
-                config.name, "dropped a datagram from", reactor, statsInterval
-            ),
-            ownPorts=ownPorts,
-            statsInterval=statsInterval,
-            reactor=reactor,
-            instances=instances if instances is not None else {},
-        )
-        context.instances[config.name] = context
-        self.context = context
-        streamFactory = None
-        if any(listener.transport == "stream" for listener in config.listeners):
-            assert serviceType.buildStreamFactory is not None
-            streamFactory = serviceType.buildStreamFactory(context)
-        for listener in config.listeners:
-            child = buildListenerService(context, serviceType, listener, streamFactory)
-            if sockets is not None:
-                child.passedFd = sockets[child.name]
-            child.setServiceParent(self)
-        self._stats: LoopingCall | None = None
-        self._lastCounters = context.counters.snapshot()
-
-    def startService(self) -> None:
-        """
-        Start the listeners and the periodic datagram counters.
-        """
-        super().startService()
-        if any(
-            listener.transport == "datagram"
-            for listener in self.context.config.listeners
-        ):
-            self._stats = LoopingCall(self.logCounters)
-            self._stats.clock = self.context.reactor
-            self._stats.start(self.context.statsInterval, now=False)
-
-    def stopService(self) -> Any:
-        """
-        Stop the listeners, log the last counters.
-
-        @return: A L{Deferred} that fires when every listener is closed.
-        """
-        if self._stats is not None and self._stats.running:
-            self._stats.stop()
-            self.logCounters()
-        self.context.policy.refusals.stop()
-        self.context.datagramDrops.stop()
-        return super().stopService()
-
-    def listenerServices(self) -> list[ListenerService]:
-        """
-        @return: Its listeners.
-        """
-        return [child for child in self if isinstance(child, ListenerService)]
-
-    def sessionFactories(self) -> list[Any]:
-        """
-        @return: The L{SessionFactory} of each stream listener: their
-            C{protocols} are the open sessions.
-        """
-        return [
-            child.factory for child in self if isinstance(child, StreamListenerService)
-        ]
-
-    def logCounters(self) -> None:
-        """
-        Log the datagram counters of the last interval, if anything moved.
-        """
-        now = self.context.counters.snapshot()
-        delta = {key: now[key] - self._lastCounters[key] for key in now}
-        self._lastCounters = now
-        if not any(
-            delta[key] for key in ("datagramsIn", "datagramsOut", "datagramsDropped")
-        ):
-            return
-        self._log.info(
-            "{service} udp: {datagramsIn} datagrams ({datagramBytesIn} bytes) in, "
-            "{datagramsOut} ({datagramBytesOut} bytes) out, {datagramsDropped} dropped "
-            "in the last {interval:g}s",
-            service=self.context.name,
-            interval=self.context.statsInterval,
-            totals=now,
-            **{k: delta[k] for k in delta if k.startswith("datagram")},
-        )
-
-
 class NetdService(MultiService):
     """
-    The root of a netd process.
+    The root of a netd process: its life cycle around what it serves.
 
-    Besides holding the service instances it runs the process's life cycle
-    when started by twistd (see L{netd.tap.makeService}): binds, then drops
-    root (L{netd.privileges}); tells systemd it is ready, reloading or
-    stopping (L{netd.systemd}); reloads on SIGHUP (L{reload}); and on
-    SIGTERM stops listening at once and drains open sessions for up to
-    C{drain_timeout} seconds (L{stopService}).
+    When started by twistd (see L{netd.tap.makeService}) it binds (through
+    L{served}), then drops root (L{netd.privileges}); tells systemd it is
+    ready, reloading or stopping (L{netd.systemd}); reloads on SIGHUP
+    (L{reload}); and on SIGTERM stops listening at once and lets L{served}
+    drain for up to C{drain_timeout} seconds (L{stopService}).
 
     @ivar config: The configuration it runs (replaced by a reload).
     @ivar configPath: The file reloads read (L{None}: the embedded default).
-    @ivar ownPorts: Every port netd listens on (filled as they are bound).
-    @ivar instances: Every service instance's context, by name (shared by
-        all of them, kept current across reloads).
+    @ivar served: What the process serves (its only child).
     @ivar stderr: Where a start-up failure is reported when running in the
         foreground; L{None} to raise L{ListenError} instead (under a
         daemonizing twistd, which reports exceptions itself, and in tests).
     @ivar account: The account to switch to after binding, if any.
     @ivar notifier: Where readiness and status go (systemd).
-    @ivar logs: netd's own log destinations.
+    @ivar logs: netd's own log destinations; L{None} in a worker process,
+        whose events the main process logs.
     @ivar ownedFiles: Files created as root before start (twistd's pidfile
         and log file) to hand to L{account}.
     @ivar handleSignals: Whether to install the SIGHUP (reload) and SIGTERM
         (drain, then exit 0) handlers when started.
     @ivar hardening: Whether to set C{PR_SET_NO_NEW_PRIVS} at start even
         with no account to switch to (under twistd).
+    @ivar ignoreSIGHUP: If set, SIGHUP does not reload: this line is logged
+        instead (a worker's reloads come from the main process).
+    @ivar parentDeathSignal: Whether a SIGTERM may come from the kernel as
+        the parent process dies (a worker, see
+        L{netd.workers.child.setParentDeathSignal}): then the first SIGTERM
+        after a stop began some other way does not count as a second stop
+        request.
+    @ivar stopping: Whether it is stopping.
     """
 
     _log = Logger()
@@ -224,15 +91,27 @@ class NetdService(MultiService):
         reactor: Any = None,
         stderr: TextIO | None = None,
         *,
+        served: IServedSet | None = None,
         account: Account | None = None,
         notifier: Notifier | None = None,
         logs: LogDestinations | None = None,
+        ownLogs: bool = True,
         ownedFiles: Sequence[str] = (),
         handleSignals: bool = False,
         hardening: bool = False,
         environ: dict[str, str] | None = None,
         dropPrivileges: Callable[[Account], None] | None = None,
+        ignoreSIGHUP: str | None = None,
+        parentDeathSignal: bool = False,
     ) -> None:
+        """
+        @param served: What it serves; by default, the configuration's
+            services in this process (L{InProcessServices}).
+        @param ownLogs: Whether it has log destinations of its own (not in a
+            worker process).
+        @param environ: The environment systemd's variables are read from.
+        @param dropPrivileges: How to switch to L{account} (for tests).
+        """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
@@ -246,53 +125,28 @@ class NetdService(MultiService):
         self.stderr = stderr
         self.account = account
         self.notifier = notifier if notifier is not None else Notifier(None)
-        self.logs = logs if logs is not None else LogDestinations()
-        self.logs.configure(config)
+        self.logs: LogDestinations | None = None
+        if ownLogs:
+            self.logs = logs if logs is not None else LogDestinations()
+            self.logs.configure(config)
         self.ownedFiles = list(ownedFiles)
         self.handleSignals = handleSignals
         self.hardening = hardening
+        self.ignoreSIGHUP = ignoreSIGHUP
+        self.parentDeathSignal = parentDeathSignal
+        self.stopping = False
+        self.watchdog: Watchdog | None = None
         self._environ = environ
         self._dropPrivileges = dropPrivileges
-        self.ownPorts: set[int] = set()
-        self.instances: dict[str, ServiceContext] = {}
-        self.retired: list[ServiceInstance] = []
-        self.drain: Drain | None = None
-        self.watchdog: Watchdog | None = None
         self._prepared = False
         self._handedOver: list[str] = []
         self._savedHandlers: dict[int, Any] = {}
-        self._buildServices(config)
-
-    def _buildServices(self, config: NetdConfig) -> None:
-        """
-        Build the children that serve a configuration.
-
-        @param config: The configuration.
-        """
-        for service in config.services:
-            self._buildInstance(service, config, self.instances).setServiceParent(self)
-
-    def _buildInstance(
-        self,
-        service: ServiceConfig,
-        config: NetdConfig,
-        instances: dict[str, ServiceContext],
-    ) -> ServiceInstance:
-        """
-        @param service: One service's configuration.
-        @param config: The whole configuration.
-        @param instances: The registry the instance joins.
-        @return: A new, unstarted L{ServiceInstance}.
-        """
-        return ServiceInstance(
-            service, self.ownPorts, config.statsInterval, self.reactor, instances
+        self._reloading = False
+        self._sigtermSeen = False
+        self.served: IServedSet = (
+            served if served is not None else InProcessServices(config, reactor)
         )
-
-    def serviceInstances(self) -> list[ServiceInstance]:
-        """
-        @return: The running service instances.
-        """
-        return [child for child in self if isinstance(child, ServiceInstance)]
+        self.served.setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         """
@@ -312,40 +166,44 @@ class NetdService(MultiService):
 
     def _prepare(self) -> None:
         """
-        Open netd's log destinations; hand files to the account.
+        Open netd's log destinations; create the files L{served} needs and
+        hand every file to the account.
 
         @raise SystemExit: With L{EX_CONFIG} if the log file cannot be opened.
         """
         if self._prepared:
             return
         self._prepared = True
-        try:
-            self._openLogs()
-        except OSError as e:
-            self._fail(
-                f"{self.config.source}: netd.log_file: cannot open "
-                f"{e.filename or 'the log file'}: {e.strerror or e}",
-                EX_CONFIG,
-            )
+        if self.logs is not None:
+            try:
+                self.logs.open()
+            except OSError as e:
+                self._fail(
+                    f"{self.config.source}: netd.log_file: cannot open "
+                    f"{e.filename or 'the log file'}: {e.strerror or e}",
+                    EX_CONFIG,
+                )
         if self.account is not None:
-            self._handedOver = chownFiles(
-                self.ownedFiles + self.logs.paths(), self.account
-            )
+            files = list(self.ownedFiles)
+            for path in self.served.ownedFiles():
+                try:
+                    os.close(
+                        os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                    )
+                except OSError:
+                    continue
+                files.append(path)
+            if self.logs is not None:
+                files += self.logs.paths()
+            self._handedOver = chownFiles(files, self.account)
             preload()
-
-    def _openLogs(self) -> None:
-        """
-        Open netd's own log destinations (L{logs}).
-
-        @raise OSError: If the log file cannot be opened.
-        """
-        self.logs.open()
 
     def startService(self) -> None:
         """
-        Start every service (binding what L{privilegedStartService} did not),
-        make sure root is gone for good, install the signal handlers, start
-        the watchdog, and tell systemd netd is ready once the reactor runs.
+        Start serving (binding what L{privilegedStartService} did not), make
+        sure root is gone for good, install the signal handlers, start the
+        watchdog, and tell systemd netd is ready once the reactor runs and
+        everything serves.
 
         @raise SystemExit: With L{EX_OSERR}, when L{stderr} is set.
         @raise ListenError: When it is not.
@@ -386,17 +244,23 @@ class NetdService(MultiService):
 
     def _ready(self) -> None:
         """
-        Every listener is up: tell systemd.
+        The reactor runs and root is gone: once everything serves, tell
+        systemd.
         """
-        self.notifier.ready(self.status())
+        if not self.running:
+            return
+
+        def serving(ready: bool) -> None:
+            if ready and self.running:
+                self.notifier.ready(self.status())
+
+        self.served.serving().addCallback(serving)
 
     def status(self) -> str:
         """
         @return: One line for systemd's status: what is being served.
         """
-        instances = self.serviceInstances()
-        listeners = sum(len(i.listenerServices()) for i in instances)
-        return f"serving {len(instances)} services on {listeners} listeners"
+        return self.served.status()
 
     def _installHandler(self, number: int, handler: Any) -> None:
         """
@@ -426,6 +290,9 @@ class NetdService(MultiService):
         """
         SIGHUP: reload the configuration (not while stopping).
         """
+        if self.ignoreSIGHUP is not None:
+            self._log.info("{why}", why=self.ignoreSIGHUP)
+            return
         if not self.running:
             self._log.info("received SIGHUP while stopping: ignored")
             return
@@ -435,37 +302,33 @@ class NetdService(MultiService):
     def _onSIGTERM(self) -> None:
         """
         SIGTERM: stop (draining open sessions), and exit with status 0. A
-        second SIGTERM while draining closes the sessions left at once.
+        second SIGTERM while draining ends the sessions left at once.
         """
-        if self.drain is not None:
+        if self.stopping:
+            if self.parentDeathSignal and not self._sigtermSeen:
+                self._sigtermSeen = True
+                return
             self._log.info("received SIGTERM again: closing the open sessions now")
-            self.drain.abortNow()
+            self.served.abortNow()
             return
+        self._sigtermSeen = True
         self._log.info("received SIGTERM, shutting down")
-        from twisted.internet.error import ReactorNotRunning
-
         try:
             self.reactor.stop()
         except ReactorNotRunning:
-            pass
+            return
 
-    def stopService(self) -> defer.Deferred[None]:
+    def stopService(self) -> Deferred[None]:
         """
-        Stop listening at once, then let open sessions finish, for up to
-        C{drain_timeout} seconds; abort those still open then.
+        Stop what is served: listening stops at once, open sessions finish,
+        for up to C{drain_timeout} seconds (see L{IServedSet.stopService}).
 
-        @return: A L{Deferred} that fires when every listener is closed and
-            every session has ended.
+        @return: A L{Deferred} that fires when everything served has ended.
         """
-        self.notifier.stopping("stopping: closing listeners, draining sessions")
-        listenersClosed = defer.maybeDeferred(super().stopService)
-        self.drain = Drain(
-            self.openSessions, self.reactor, self.config.drainTimeout, "stopping"
-        )
-        drained = self.drain.start()
-        return defer.gatherResults(
-            [listenersClosed, drained], consumeErrors=True
-        ).addBoth(self._stopped)
+        self.stopping = True
+        self.notifier.stopping(self.served.stoppingStatus)
+        stopped: Deferred[Any] = defer.maybeDeferred(super().stopService)
+        return stopped.addBoth(self._stopped)
 
     def _stopped(self, result: Any) -> None:
         """
@@ -485,48 +348,28 @@ class NetdService(MultiService):
         if isinstance(result, Failure):
             self._log.failure("while stopping", result)
 
-    def openSessions(self) -> list[Any]:
-        """
-        @return: Every open stream session, of running and retired services.
-        """
-        factories = [
-            factory
-            for instance in self.serviceInstances() + self.retired
-            for factory in instance.sessionFactories()
-        ]
-        return openSessions(factories)
-
-    def reload(self) -> bool:
+    def reload(self) -> Deferred[ReloadResult]:
         """
         Re-read the configuration file and apply it (SIGHUP).
 
         The new file is validated first; if it is invalid, one error is
-        logged and nothing changes. Then unchanged services are left alone
-        (their sessions never notice); added and changed services are
-        built and bound (an address that stays keeps its socket); if a
-        bind fails, everything new is closed again and the running
-        configuration stays. Otherwise removed and replaced services stop
-        listening and their sessions drain. Log files are reopened and the
-        certificates of unchanged TLS listeners re-read.
+        logged and nothing changes. Otherwise L{served} applies it (see
+        L{InProcessServices.reload} and
+        L{netd.workers.supervisor.HeldSockets.reload}); log files are
+        reopened.
 
-        @return: Whether the new configuration is now running.
+        @return: A L{Deferred} firing with how the reload ended (never
+            failing).
         """
+        if self._reloading:
+            self._log.warn("received SIGHUP while a reload is being applied: ignored")
+            return defer.succeed(
+                ReloadResult(False, "a reload is being applied", self.config)
+            )
         self.notifier.reloading()
-        new = self._readConfig()
-        if new is None:
-            return False
-        return self.applyConfig(new)
-
-    def _readConfig(self) -> NetdConfig | None:
-        """
-        Read and validate the configuration file for a reload; if it is
-        invalid, log one error and tell systemd the reload failed.
-
-        @return: The new configuration, or L{None} if it is invalid.
-        """
         source = self.configPath or EMBEDDED_DEFAULT
         try:
-            return loadConfig(serviceTypes(), self.configPath)
+            new = loadConfig(serviceTypes(), self.configPath)
         except ConfigError as e:
             lines = e.lines()
             self._log.error(
@@ -536,171 +379,47 @@ class NetdService(MultiService):
                 path=source,
             )
             self.notifier.ready(f"{self.status()}; reload failed: {lines[0]}")
-            return None
+            return defer.succeed(ReloadResult(False, lines[0], self.config))
+        return self.apply(new)
 
-    def applyConfig(self, new: NetdConfig) -> bool:
+    def apply(self, new: NetdConfig) -> Deferred[ReloadResult]:
         """
-        Apply a new, valid configuration (see L{reload}).
+        Serve a new, valid configuration (see L{reload}): log how it went
+        and tell systemd.
 
         @param new: The configuration.
-        @return: Whether it is now running (binding a new address failed
-            otherwise, and the previous configuration stays).
+        @return: A L{Deferred} firing with how it ended (never failing).
         """
         source = self.configPath or EMBEDDED_DEFAULT
-        plan = planReload(self.config, new)
-        byName = {instance.name: instance for instance in self.serviceInstances()}
-        retiring = [byName[name] for name in plan.retired]
-        staging = {
-            name: context
-            for name, context in self.instances.items()
-            if name not in plan.retired
-        }
-        started = {service.name for service in plan.started}
-        fresh = [
-            self._buildInstance(service, new, staging)
-            for service in new.services
-            if service.name in started
-        ]
-        available = {}
-        for instance in retiring:
-            for listener in instance.listenerServices():
-                key = socketKey(listener.listener)
-                if key is not None and listener.port is not None:
-                    available[key] = listener
-        handovers: list[tuple[ListenerService, ListenerService]] = []
-        bound: list[ListenerService] = []
-        try:
-            for instance in fresh:
-                for listener in instance.listenerServices():
-                    previous = available.pop(socketKey(listener.listener), None)
-                    if previous is not None:
-                        handovers.append((listener, previous))
-                    else:
-                        listener.bind()
-                        bound.append(listener)
-        except ListenError as e:
-            for listener in bound:
-                listener.stopService()
-            self._recountPorts()
-            return self._reloadFailed(e, source)
+        self._reloading = True
 
-        for listener, previous in handovers:
-            listener.takeOver(previous)
-        for instance in retiring:
-            instance.disownServiceParent()
-            self._retire(instance, new.drainTimeout)
-        self.instances.clear()
-        self.instances.update(staging)
-        for instance in fresh:
-            instance.context.instances = self.instances
-            instance.setServiceParent(self)
-        self.config = new
-        self._recountPorts()
-        for instance in self.serviceInstances():
-            if instance.name in {s.name for s in plan.unchanged}:
-                self._reloadCertificates(instance)
-        self._reconfigureLogs(new)
-        self._log.info(
-            "reloaded {path}: {summary}", path=source, summary=plan.describe()
-        )
-        if plan.restartOnly:
-            self._log.warn(
-                "reload: {keys} changed but only apply at the next start",
-                keys=", ".join(plan.restartOnly),
-            )
-        self.notifier.ready(self.status())
-        return True
-
-    def _reconfigureLogs(self, config: NetdConfig) -> None:
-        """
-        Apply a reloaded configuration's C{log_*} keys (and reopen the log
-        file).
-
-        @param config: The new configuration.
-        """
-        self.logs.reconfigure(config)
-
-    def _reloadFailed(self, error: ListenError, source: str) -> bool:
-        """
-        A reload could not bind a new listener: say so; the previous
-        configuration keeps running.
-
-        @param error: What failed.
-        @param source: The configuration file.
-        @return: C{False}, for L{reload} to return.
-        """
-        self._log.error(
-            "reload failed, still running the previous configuration: {error}",
-            error=str(error),
-            service=error.service,
-            listener=error.listener,
-            path=source,
-        )
-        self.notifier.ready(f"{self.status()}; reload failed: {error}")
-        return False
-
-    def _retire(self, instance: ServiceInstance, timeout: float) -> None:
-        """
-        Let a replaced or removed service's open sessions finish, for up to
-        C{timeout} seconds.
-
-        @param instance: The instance, no longer listening.
-        @param timeout: The drain deadline.
-        """
-        factories = instance.sessionFactories()
-        if not openSessions(factories):
-            return
-        self.retired.append(instance)
-        drain = Drain(
-            lambda: openSessions(factories),
-            self.reactor,
-            timeout,
-            f"{instance.name} (replaced by the reload)",
-        )
-
-        def drained(result: Any) -> None:
-            if instance in self.retired:
-                self.retired.remove(instance)
-
-        drain.start().addBoth(drained)
-
-    def _reloadCertificates(self, instance: ServiceInstance) -> None:
-        """
-        Re-read the certificates of an unchanged service's TLS listeners.
-
-        @param instance: The service.
-        """
-        for listener in instance.listenerServices():
-            if not isinstance(listener, StreamListenerService):
-                continue
-            try:
-                if listener.reloadCertificate():
-                    self._log.info(
-                        "{service} reloaded the certificate of {listener}",
-                        service=instance.name,
-                        listener=listener.listener.description,
-                    )
-            except ValueError as e:
-                self._log.error(
-                    "{service} keeps its old certificate on {listener}: {error}",
-                    service=instance.name,
-                    listener=listener.listener.description,
-                    error=str(e),
+        def done(result: ReloadResult) -> ReloadResult:
+            self._reloading = False
+            if result.applied:
+                self.config = result.config
+                if self.logs is not None:
+                    self.logs.reconfigure(result.config)
+                self._log.info(
+                    "reloaded {path}: {summary}", path=source, summary=result.summary
                 )
+                if result.restartOnly:
+                    self._log.warn(
+                        "reload: {keys} changed but only apply at the next start",
+                        keys=", ".join(result.restartOnly),
+                    )
+                self.notifier.ready(self.status())
+            else:
+                self._log.error(
+                    "reload failed, still running the previous configuration: "
+                    "{error}",
+                    error=result.summary,
+                    path=source,
+                    **dict(result.fields),
+                )
+                self.notifier.ready(f"{self.status()}; reload failed: {result.summary}")
+            return result
 
-    def _recountPorts(self) -> None:
-        """
-        Make L{ownPorts} exactly the ports bound now (the set is shared
-        with every service, so it is updated in place).
-        """
-        ports = {
-            number
-            for instance in self.serviceInstances()
-            for listener in instance.listenerServices()
-            if (number := listener.boundPortNumber())
-        }
-        self.ownPorts.clear()
-        self.ownPorts.update(ports)
+        return self.served.reload(new).addCallback(done)
 
     def _listenFailed(self, error: ListenError) -> None:
         """

@@ -211,11 +211,7 @@ def selectReactor(asked: str | None) -> Any:
         return installReactor(PLUGIN_NAME)
     from twisted.internet import reactor
 
-    # trial installs its own reactor before the tests that parse twistd's
-    # options in-process (tests.test_tap, tests.test_privileges); a real
-    # twistd never imports twisted.scripts.trial.
-    underTrial = "twisted.scripts.trial" in sys.modules
-    if asked is None and not underTrial and not isinstance(reactor, NetdEPollReactor):
+    if asked is None and not isinstance(reactor, NetdEPollReactor):
         kind = type(reactor)
         raise ReactorConflict(
             f"the {kind.__module__}.{kind.__qualname__} reactor was installed "

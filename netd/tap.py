@@ -298,16 +298,14 @@ def makeService(options: Options) -> NetdService:
     config: NetdConfig = options["netdConfig"]
     twistdOptions = getattr(options, "parent", None)
     destinations.configure(config)
-    rootClass: Any = NetdService
     extra: dict[str, Any] = {}
     workers = resolveWorkers(config.workers)
     if workers > 1:
-        from netd.workers import SupervisorService
+        from netd.workers.supervisor import HeldSockets
 
-        rootClass = SupervisorService
-        extra["workers"] = workers
+        extra["served"] = HeldSockets(config, workers=workers)
     if twistdOptions is None:
-        return rootClass(config, logs=destinations, **extra)
+        return NetdService(config, logs=destinations, **extra)
     _runAs(config, twistdOptions)
     try:
         account = _accountFor(twistdOptions)
@@ -321,7 +319,7 @@ def makeService(options: Options) -> NetdService:
     if os.geteuid() == 0 and account is None and not allowRoot:
         refuseRoot(config, options.stderr)
     foreground = bool(twistdOptions.get("nodaemon"))
-    return rootClass(
+    return NetdService(
         config,
         stderr=sys.stderr if foreground else None,
         account=account,

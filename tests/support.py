@@ -219,3 +219,23 @@ class GuardedRepliesMixin:
                 "reply budget exceeded": 3,
             },
         )
+
+
+def keepTrialReactor(testCase: Any) -> None:
+    """
+    Let a test parse twistd's real options in trial's process, where trial
+    has already installed its reactor: C{twistd netd} would refuse it
+    (L{netd.reactor.selectReactor}, whose own tests are in
+    L{tests.test_reactor}; real C{twistd netd} processes in the end-to-end
+    tests run on netd's reactor).
+
+    @param testCase: The test; the patch is undone after it.
+    """
+    from netd import tap
+
+    def installed(asked: str | None) -> Any:
+        from twisted.internet import reactor
+
+        return reactor
+
+    testCase.patch(tap, "selectReactor", installed)

@@ -24,7 +24,7 @@ from twisted.trial.unittest import TestCase
 from netd.chat.commands import ChatServer
 from netd.config import parseConfig
 from netd.services import serviceTypes
-from netd.daemon import ServiceInstance
+from netd.instances import ServiceInstance
 from tests.support import writeSelfSignedCertificate
 from tests.test_chat_web import Expecting, LineClient
 

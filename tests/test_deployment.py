@@ -437,7 +437,7 @@ class DeploymentTests(TestCase):
         self.addCleanup(first.close)
         await waitFor(lambda: any("READY=1" in m for m in notify.poll()), 20, "READY=1")
         ready = [m for m in notify.messages if "READY=1" in m][0]
-        self.assertIn("STATUS=serving 1 services on 2 listeners", ready)
+        self.assertIn("STATUS=serving 1 service on 2 listeners", ready)
         first.sendall(b"first")
         self.assertEqual(await deferToThread(first.recv, 100), b"first")
         echoed = await deferToThread(tcpExchange, LOOPBACK, tcpPort, b"passed tcp")

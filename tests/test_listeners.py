@@ -36,7 +36,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import parseConfig
 from netd.services import serviceTypes
-from netd.daemon import EX_OSERR, NetdService, ServiceInstance
+from netd.daemon import EX_OSERR, NetdService
+from netd.instances import ServiceInstance
 from netd.listeners import (
     DatagramListenerService,
     ListenError,
@@ -272,7 +273,7 @@ class NetdTestMixin:
         @param name: A service instance name.
         @return: The instance.
         """
-        found = IServiceCollection(service).getServiceNamed(name)
+        found = IServiceCollection(service.served).getServiceNamed(name)
         assert isinstance(found, ServiceInstance)
         return found
 

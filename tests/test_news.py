@@ -36,14 +36,17 @@ class FragmentTests(SynchronousTestCase):
 
     def test_names(self) -> None:
         """
-        Every fragment is named C{<issue>.<type>} (an issue number and one of
-        the configured types), and says something unless it is C{misc}.
+        Every fragment is named C{<issue>.<type>[.<counter>]} (an issue number, one of
+        the configured types and, for a second fragment of the same kind, a
+        counter, as towncrier allows), and says something unless it is C{misc}.
         """
-        pattern = re.compile(r"^[1-9][0-9]*\.(%s)$" % "|".join(TYPES))
+        pattern = re.compile(r"^[1-9][0-9]*\.(%s)(\.[1-9][0-9]*)?$" % "|".join(TYPES))
         for name in os.listdir(FRAGMENTS):
             if name.startswith("."):
                 continue
-            self.assertRegex(name, pattern, f"newsfragments/{name}: not <issue>.<type>")
+            self.assertRegex(
+                name, pattern, f"newsfragments/{name}: not <issue>.<type>[.<counter>]"
+            )
             if not name.endswith(".misc"):
                 with open(os.path.join(FRAGMENTS, name), encoding="utf-8") as f:
                     self.assertTrue(f.read().strip(), f"newsfragments/{name} is empty")

@@ -32,6 +32,7 @@ from netd.privileges import (
     verifyDropped,
 )
 from netd.tap import EX_CONFIG, Options, makeService
+from tests.support import keepTrialReactor
 
 NOBODY = pwd.getpwnam("nobody")
 ACCOUNT = Account(65534, 65534, (65534,), "nobody")
@@ -399,6 +400,7 @@ class TwistdOrderTests(SynchronousTestCase):
         """
         self.patch(tap.os, "getuid", lambda: 0)
         self.patch(tap.os, "geteuid", lambda: 0)
+        keepTrialReactor(self)
         events: list[Any] = []
         path = self.mktemp()
         with open(path, "w") as f:
@@ -414,7 +416,7 @@ class TwistdOrderTests(SynchronousTestCase):
         def bound() -> list[bool]:
             return [
                 listener.port is not None
-                for instance in root.serviceInstances()
+                for instance in root.served.serviceInstances()
                 for listener in instance.listenerServices()
             ]
 

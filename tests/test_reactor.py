@@ -446,8 +446,6 @@ class InstallTests(SynchronousTestCase):
         if isinstance(reactor, netdreactor.NetdEPollReactor):
             raise self.skipTest("trial runs on netd's reactor")
         kind = type(reactor)
-        self.patch(sys, "modules", {**sys.modules})
-        del sys.modules["twisted.scripts.trial"]
         e = self.assertRaises(
             netdreactor.ReactorConflict, netdreactor.selectReactor, None
         )

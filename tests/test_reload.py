@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from netd.config import loadConfig, parseConfig
 from netd.services import serviceTypes
-from netd.daemon import NetdService, ServiceInstance
+from netd.daemon import NetdService
+from netd.instances import ServiceInstance
 from netd.reload import planReload
 from netd.systemd import Notifier
 from tests.test_listeners import LOOPBACK, freePort, settle, tcpExchange, waitFor
@@ -204,7 +205,7 @@ class ReloadTests(TestCase):
         """
         @return: The running instance of that name.
         """
-        found = root.getServiceNamed(name)
+        found = root.served.getServiceNamed(name)
         assert isinstance(found, ServiceInstance)
         return found
 
@@ -232,17 +233,21 @@ class ReloadTests(TestCase):
             + service("change", b, limits="max_sessions = 3")
             + service("added", c, type="discard")
         )
-        self.assertTrue(root.reload())
+        self.assertTrue(self.successResultOf(root.reload()).applied)
         self.assertIs(self.instance(root, "keep"), keep)
         self.assertIs(keep.listenerServices()[0].port, port)
         await self.echoes(client, b"after")
         self.assertFalse(client.lost)
         swallowed = await deferToThread(tcpExchange, LOOPBACK, c, b"x" * 1000)
         self.assertEqual((swallowed.sent, swallowed.received), (1000, b""))
-        self.assertEqual(root.ownPorts, {a, b, c})
-        self.assertEqual(set(root.instances), {"keep", "change", "added"})
-        self.assertIs(root.instances["added"], self.instance(root, "added").context)
-        self.assertIs(self.instance(root, "added").context.instances, root.instances)
+        self.assertEqual(root.served.ownPorts, {a, b, c})
+        self.assertEqual(set(root.served.instances), {"keep", "change", "added"})
+        self.assertIs(
+            root.served.instances["added"], self.instance(root, "added").context
+        )
+        self.assertIs(
+            self.instance(root, "added").context.instances, root.served.instances
+        )
         self.assertEqual(
             [e["summary"] for e in self.events if "summary" in e],
             ["added: added; changed: change; unchanged: keep"],
@@ -260,18 +265,18 @@ class ReloadTests(TestCase):
         port = old.listenerServices()[0].port
         client = await self.connect(a)
         self.write(service("echo", a, limits="max_sessions_per_peer = 1"))
-        self.assertTrue(root.reload())
+        self.assertTrue(self.successResultOf(root.reload()).applied)
         new = self.instance(root, "echo")
         self.assertIsNot(new, old)
         self.assertIs(new.listenerServices()[0].port, port)
-        self.assertEqual(root.retired, [old])
+        self.assertEqual(root.served.retired, [old])
         await self.echoes(client, b"old session")
         result = await deferToThread(tcpExchange, LOOPBACK, a, b"new session")
         self.assertEqual(result.received, b"new session")
         self.assertEqual(new.context.config.limits.maxSessionsPerPeer, 1)
         self.assertEqual(new.context.counters.sessions, 1)
         client.transport.loseConnection()
-        await waitFor(lambda: not root.retired, what="retired instance drained")
+        await waitFor(lambda: not root.served.retired, what="retired instance drained")
 
     async def test_socketOptionsOnKeptSocket(self) -> None:
         """
@@ -285,7 +290,7 @@ class ReloadTests(TestCase):
             '[services.echo]\ntype = "echo"\n'
             f'listen = [{{ address = "tcp:{a}:interface=127.0.0.1", reuse_port = true }}]\n'
         )
-        self.assertTrue(root.reload())
+        self.assertTrue(self.successResultOf(root.reload()).applied)
         self.assertIs(self.instance(root, "echo").listenerServices()[0].port, port)
         self.assertEqual(
             port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT), 1
@@ -300,11 +305,11 @@ class ReloadTests(TestCase):
         root = self.start(service("stay", a) + service("go", b))
         client = await self.connect(b)
         self.write(service("stay", a))
-        self.assertTrue(root.reload())
+        self.assertTrue(self.successResultOf(root.reload()).applied)
         await settle(0.05)
         self.assertTrue(self.refused(b))
-        self.assertNotIn("go", root.instances)
-        self.assertEqual(root.ownPorts, {a})
+        self.assertNotIn("go", root.served.instances)
+        self.assertEqual(root.served.ownPorts, {a})
         await self.echoes(client, b"still here")
 
     async def test_invalidConfigKeepsRunning(self) -> None:
@@ -316,7 +321,7 @@ class ReloadTests(TestCase):
         root = self.start(service("echo", a))
         before = list(root)
         self.write('[services.echo]\ntype = "echo"\nlisten = ["tcp:99999"]\n')
-        self.assertFalse(root.reload())
+        self.assertFalse(self.successResultOf(root.reload()).applied)
         self.assertEqual(list(root), before)
         errors = [e for e in self.events if e["log_level"].name == "error"]
         self.assertEqual(len(errors), 1)
@@ -343,10 +348,10 @@ class ReloadTests(TestCase):
         root = self.start(service("echo", a))
         config = root.config
         self.write(service("echo", a) + service("new", b) + service("busy", busy))
-        self.assertFalse(root.reload())
+        self.assertFalse(self.successResultOf(root.reload()).applied)
         self.assertIs(root.config, config)
-        self.assertEqual([i.name for i in root.serviceInstances()], ["echo"])
-        self.assertEqual(root.ownPorts, {a})
+        self.assertEqual([i.name for i in root.served.serviceInstances()], ["echo"])
+        self.assertEqual(root.served.ownPorts, {a})
         await settle(0.05)
         self.assertTrue(self.refused(b))
         errors = [e for e in self.events if e["log_level"].name == "error"]
@@ -430,5 +435,5 @@ class CertificateReloadTests(TestCase):
         root.startService()
         self.assertEqual(await deferToThread(peerCertificate, port), first)
         second = writeCertificate(pem, "second")
-        self.assertTrue(root.reload())
+        self.assertTrue(self.successResultOf(root.reload()).applied)
         self.assertEqual(await deferToThread(peerCertificate, port), second)

@@ -426,7 +426,7 @@ class AdoptionTests(TestCase):
         lines = [e["address"] + e["note"] for e in events]
         self.assertIn(f"tcp:127.0.0.1:{tcpPort} (systemd socket e-tcp)", lines)
         self.assertIn(f"udp:127.0.0.1:{udpPort} (systemd socket e-udp)", lines)
-        self.assertEqual(service.ownPorts, {tcpPort, udpPort})
+        self.assertEqual(service.served.ownPorts, {tcpPort, udpPort})
 
     def test_mismatchIsAListenError(self) -> None:
         """

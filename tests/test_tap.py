@@ -24,6 +24,7 @@ from netd.config import loadConfig
 from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.tap import EX_CONFIG, Options, _runAs, makeService
+from tests.support import keepTrialReactor
 
 
 def freePort() -> int:
@@ -255,19 +256,21 @@ class MakeServiceTests(OptionsTestCase):
 
     def test_tree(self) -> None:
         """
-        L{makeService} returns a L{NetdService} holding one child per
-        service, named by the service, each holding one child per listener,
-        named C{SERVICE/DESCRIPTION}.
+        L{makeService} returns a L{NetdService} whose one child, the services
+        it serves in process, holds one child per service, named by the
+        service, each holding one child per listener, named
+        C{SERVICE/DESCRIPTION}.
         """
         options = self.parse()
         root = makeService(options)
         self.assertIsInstance(root, NetdService)
         self.assertIs(root.config, options["netdConfig"])
+        self.assertEqual([child.name for child in root], ["services"])
         self.assertEqual(
-            [child.name for child in root], ["echo", "discard", "http", "chat"]
+            [child.name for child in root.served], ["echo", "discard", "http", "chat"]
         )
         self.assertEqual(
-            [[grandchild.name for grandchild in child] for child in root],
+            [[grandchild.name for grandchild in child] for child in root.served],
             [
                 [
                     "echo/tcp:10007:interface=127.0.0.1",
@@ -284,7 +287,7 @@ class MakeServiceTests(OptionsTestCase):
                 ],
             ],
         )
-        self.assertIs(root.getServiceNamed("echo").parent, root)
+        self.assertIs(root.served.getServiceNamed("echo").parent, root.served)
 
     def test_bindsNothing(self) -> None:
         """
@@ -299,12 +302,12 @@ class MakeServiceTests(OptionsTestCase):
             """)
         root = makeService(self.parse("--config", path))
         self.assertFalse(root.running)
-        for child in root:
+        for child in root.served:
             self.assertFalse(child.running)
             for listener in child:
                 self.assertFalse(listener.running)
                 self.assertIsNone(listener.port)
-        self.assertEqual(root.ownPorts, set())
+        self.assertEqual(root.served.ownPorts, set())
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
@@ -373,6 +376,7 @@ class PluginTests(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write('[services.x]\ntype = "echo"\nlisten = ["tcp:0"]\n')
+        keepTrialReactor(self)
         server = ServerOptions()
         server.parseOptions(["-n", "netd", "--allow-root", "--config", path])
         self.assertEqual(server.subCommand, "netd")
@@ -393,9 +397,10 @@ class RunAsTests(SynchronousTestCase):
     def setUp(self) -> None:
         """
         Pretend to run as root: L{_runAs} only reads the id, it switches
-        nothing itself.
+        nothing itself; keep trial's reactor (L{keepTrialReactor}).
         """
         self.patch(tap.os, "getuid", lambda: 0)
+        keepTrialReactor(self)
 
     def config(self, netd: str) -> Any:
         """
@@ -507,6 +512,7 @@ class RunAsRootTests(SynchronousTestCase):
         """
         Skip unless running as root (as CI does).
         """
+        keepTrialReactor(self)
         if os.getuid() != 0:
             raise self.skipTest("needs root")
         self.path = self.mktemp()
@@ -522,6 +528,7 @@ class RunAsRootTests(SynchronousTestCase):
         """
         from twisted.scripts.twistd import ServerOptions
 
+        keepTrialReactor(self)
         server = ServerOptions()
         server.parseOptions(["netd", "--config", self.path])
         self.assertEqual((server["uid"], server["gid"]), (None, None))

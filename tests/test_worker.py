@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_worker -*-
 """
-Tests for the worker side (L{netd.worker}): adopting sockets passed by the
+Tests for the worker side (L{netd.workers.child}): adopting sockets passed by the
 main process on loopback, reloading in place, the event pipe, the control
 pipe; and sockets passed by systemd getting netd's own port classes.
 """
@@ -28,7 +28,13 @@ from netd.daemon import NetdService
 from netd.sockets import SharedTCPPort, TCPPort, UDPPort
 from netd.systemd import InheritedSockets
 from netd.transport import WriteThroughServer
-from netd.worker import ControlReader, EventPipe, WorkerService, servedConfig
+from netd.workers.child import (
+    ControlReader,
+    EventPipe,
+    Worker,
+    servedConfig,
+    workerService,
+)
 from tests.test_listeners import (
     LOOPBACK,
     DatagramCollector,
@@ -59,9 +65,25 @@ def boundSocket(kind: int) -> socket.socket:
     return skt
 
 
+class AnswerRecorder:
+    """
+    Stands for a worker's event pipe: keeps the messages sent.
+    """
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+
+    def send(self, message: dict[str, Any]) -> None:
+        """
+        @param message: A message for the main process.
+        """
+        self.messages.append(message)
+
+
 class AdoptionTests(TestCase):
     """
-    A L{WorkerService} serving sockets bound by someone else, as a worker
+    A worker's root service (L{workerService}) serving sockets bound by
+    someone else, as a worker
     serves the main process's.
     """
 
@@ -71,7 +93,7 @@ class AdoptionTests(TestCase):
         self.addCleanup(self.tcp.close)
         self.addCleanup(self.udp.close)
 
-    def worker(self, text: str = CONFIG, **sockets: int) -> WorkerService:
+    def worker(self, text: str = CONFIG, **sockets: int) -> NetdService:
         """
         Start a worker on duplicates of the test's sockets (a worker closes
         its inherited descriptors when it stops).
@@ -82,9 +104,10 @@ class AdoptionTests(TestCase):
         """
         given = {TCP: os.dup(self.tcp.fileno()), UDP: os.dup(self.udp.fileno())}
         given.update(sockets)
-        service = WorkerService(
+        service = workerService(
             parseConfig(serviceTypes(), text, "netd.toml"),
             reactor,
+            None,
             index=1,
             sockets=given,
         )
@@ -100,7 +123,7 @@ class AdoptionTests(TestCase):
         again.
         """
         service = self.worker()
-        [instance] = service.serviceInstances()
+        [instance] = service.served.serviceInstances()
         tcpListener = [l for l in instance.listenerServices() if l.name == TCP][0]
         self.assertIsInstance(tcpListener.port, SharedTCPPort)
         self.assertIs(tcpListener.port.transport, WriteThroughServer)
@@ -118,7 +141,7 @@ class AdoptionTests(TestCase):
         A passed UDP socket is served through a L{UDPPort}.
         """
         service = self.worker()
-        [instance] = service.serviceInstances()
+        [instance] = service.served.serviceInstances()
         udpListener = [l for l in instance.listenerServices() if l.name == UDP][0]
         self.assertIsInstance(udpListener.port, UDPPort)
         client = DatagramCollector()
@@ -134,7 +157,7 @@ class AdoptionTests(TestCase):
         worker other than 0 does not run chat.
         """
         service = self.worker(CONFIG + CHAT)
-        self.assertEqual([i.name for i in service.serviceInstances()], ["echo"])
+        self.assertEqual([i.name for i in service.served.serviceInstances()], ["echo"])
         self.assertEqual([s.name for s in service.config.services], ["echo"])
 
     async def test_reloadInPlace(self) -> None:
@@ -143,22 +166,42 @@ class AdoptionTests(TestCase):
         sockets, without binding.
         """
         service = self.worker()
+        answers: list[dict[str, Any]] = []
+        worker = Worker(1, service, AnswerRecorder(answers))
         port = self.tcp.getsockname()[1]
-        self.assertTrue(
-            service.reloadFrom(
-                {
-                    "text": CONFIG + "[services.echo.limits]\nmax_sessions = 7\n",
-                    "source": "netd.toml",
-                    "sockets": dict(service.sockets),
-                    "ownPorts": [port],
-                }
-            )
+        result = await worker.reloadFrom(
+            {
+                "text": CONFIG + "[services.echo.limits]\nmax_sessions = 7\n",
+                "source": "netd.toml",
+                "sockets": dict(service.served.sockets),
+                "ownPorts": [port],
+            }
         )
-        [instance] = service.serviceInstances()
+        self.assertTrue(result.applied)
+        self.assertEqual(
+            answers,
+            [{"netdWorker": "reloaded", "applied": True, "summary": result.summary}],
+        )
+        [instance] = service.served.serviceInstances()
         self.assertEqual(instance.context.policy.limits.maxSessions, 7)
-        self.assertIn(port, service.ownPorts)
+        self.assertIn(port, service.served.ownPorts)
         result = await deferToThread(tcpExchange, LOOPBACK, port, b"after reload")
         self.assertEqual(result.received, b"after reload")
+
+    async def test_reloadRefused(self) -> None:
+        """
+        A configuration the worker cannot read is refused, and the refusal
+        is answered with its first problem.
+        """
+        service = self.worker()
+        answers: list[dict[str, Any]] = []
+        worker = Worker(1, service, AnswerRecorder(answers))
+        result = await worker.reloadFrom(
+            {"text": "[services.x]\ntype = 'nosuch'\n", "source": "netd.toml"}
+        )
+        self.assertFalse(result.applied)
+        self.assertEqual(answers[0]["applied"], False)
+        self.assertIn("nosuch", answers[0]["summary"])
 
     async def test_stopClosesInherited(self) -> None:
         """
@@ -166,9 +209,9 @@ class AdoptionTests(TestCase):
         closed once every process let go of it.
         """
         service = self.worker()
-        inherited = {fd: os.fstat(fd).st_ino for fd in service.sockets.values()}
+        inherited = {fd: os.fstat(fd).st_ino for fd in service.served.sockets.values()}
         await service.stopService()
-        self.assertEqual(service.sockets, {})
+        self.assertEqual(service.served.sockets, {})
         for fd, inode in inherited.items():
             try:
                 now = os.fstat(fd).st_ino
@@ -193,7 +236,7 @@ class AdoptionTests(TestCase):
         )
         self.addCleanup(service.stopService)
         service.startService()
-        [listener] = service.serviceInstances()[0].listenerServices()
+        [listener] = service.served.serviceInstances()[0].listenerServices()
         self.assertIs(type(listener.port), TCPPort)
         result = await deferToThread(
             tcpExchange, LOOPBACK, self.tcp.getsockname()[1], b"systemd"
@@ -281,17 +324,20 @@ class ControlTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.reactor = FakeReactor()
-        self.service = WorkerService(
+        self.service = workerService(
             parseConfig(serviceTypes(), CONFIG, "x"),
             self.reactor,
+            None,
+            index=0,
             sockets={TCP: 100, UDP: 101},
         )
+        self.worker = Worker(0, self.service)
         self.reloads: list[Any] = []
-        self.service.reloadFrom = self.reloads.append  # type: ignore[method-assign]
+        self.worker.reloadFrom = self.reloads.append  # type: ignore[method-assign,assignment]
         read, write = os.pipe()
         self.addCleanup(os.close, read)
         self.addCleanup(os.close, write)
-        self.control = ControlReader(read, self.service, self.reactor)
+        self.control = ControlReader(read, self.worker, self.reactor)
 
     def test_reload(self) -> None:
         """
@@ -329,13 +375,15 @@ class UNIXAdoptionTests(TestCase):
         skt.bind(path)
         skt.listen(5)
         skt.setblocking(False)
-        service = WorkerService(
+        service = workerService(
             parseConfig(
                 serviceTypes(),
                 f'[services.echo]\ntype = "echo"\nlisten = ["unix:{path}"]\n',
                 "x",
             ),
             reactor,
+            None,
+            index=0,
             sockets={f"echo/unix:{path}": os.dup(skt.fileno())},
         )
         service.startService()
@@ -358,12 +406,14 @@ class InstallReactorTests(SynchronousTestCase):
     A worker runs the main process's kind of reactor, or says why not.
     """
 
-    def installIn(self, name: str) -> tuple[str, str]:
+    def installIn(self, name: str, first: str = "") -> tuple[str, str]:
         """
-        Call L{netd.worker.installReactor} in a fresh interpreter.
+        Call L{netd.workers.child.installReactor} in a fresh interpreter.
 
         @param name: The reactor class to ask for.
-        @return: The installed reactor's class name, and standard error.
+        @param first: Code to run before (installing another reactor).
+        @return: What it printed: the installed reactor's class name, or
+            the L{ReactorUnavailable} message.
         """
         import subprocess
         import sys
@@ -372,10 +422,15 @@ class InstallReactorTests(SynchronousTestCase):
 
         code = (
             "import sys\n"
-            "from netd.worker import installReactor\n"
-            "installReactor(sys.argv[1])\n"
-            "from twisted.internet import reactor\n"
-            "print(type(reactor).__name__)\n"
+            f"{first}\n"
+            "from netd.workers.child import ReactorUnavailable, installReactor\n"
+            "try:\n"
+            "    installReactor(sys.argv[1] or None)\n"
+            "except ReactorUnavailable as e:\n"
+            "    print('unavailable:', e)\n"
+            "else:\n"
+            "    from twisted.internet import reactor\n"
+            "    print(type(reactor).__name__)\n"
         )
         env = dict(os.environ)
         repo = os.path.dirname(os.path.dirname(os.path.abspath(netd.__file__)))
@@ -391,17 +446,37 @@ class InstallReactorTests(SynchronousTestCase):
 
     def test_mainProcessReactor(self) -> None:
         """
-        The reactor class the main process names is installed.
+        The reactor class the main process names is installed; netd's own
+        (or no name) through Twisted's reactor plugins.
         """
-        installed, errors = self.installIn("netd.reactor.NetdEPollReactor")
-        self.assertEqual(installed, "NetdEPollReactor")
-        self.assertEqual(errors, "")
+        for name in ("netd.reactor.NetdEPollReactor", ""):
+            installed, errors = self.installIn(name)
+            self.assertEqual(installed, "NetdEPollReactor")
+            self.assertEqual(errors, "")
+        installed, errors = self.installIn("twisted.internet.pollreactor.PollReactor")
+        self.assertEqual(installed, "PollReactor")
 
-    def test_unknownReactorIsReported(self) -> None:
+    def test_unknownReactorIsRefused(self) -> None:
         """
-        A reactor class that cannot be built is reported on standard error
-        (which the main process logs) and Twisted's default is used.
+        A reactor class that cannot be built is refused, naming it: the
+        worker never falls back to another reactor.
         """
         installed, errors = self.installIn("no.such.Reactor")
-        self.assertEqual(installed, "EPollReactor")
-        self.assertIn("cannot use the main process's reactor no.such.Reactor", errors)
+        self.assertIn(
+            "unavailable: cannot install the no.such.Reactor reactor", installed
+        )
+
+    def test_otherReactorInstalledIsRefused(self) -> None:
+        """
+        If another reactor was installed first, the worker says so instead
+        of running on it.
+        """
+        installed, errors = self.installIn(
+            "netd.reactor.NetdEPollReactor",
+            first="from twisted.internet import selectreactor; selectreactor.install()",
+        )
+        self.assertEqual(
+            installed,
+            "unavailable: the twisted.internet.selectreactor.SelectReactor reactor "
+            "is installed, not netd.reactor.NetdEPollReactor",
+        )

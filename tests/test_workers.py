@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_workers -*-
 """
 Tests for worker processes: the C{workers} key, the supervisor
-(L{netd.workers.Supervisor}) on a fake process reactor and a L{Clock}, and
-the main process's root service (L{netd.workers.SupervisorService}) holding
+(L{netd.workers.supervisor.Supervisor}) on a fake process reactor and a L{Clock}, and
+the main process's root service (L{netd.workers.supervisor.HeldSockets}) holding
 real sockets on loopback.
 """
 
@@ -25,17 +25,20 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from netd.config import ConfigError, parseConfig, resolveWorkers
 from netd.services import serviceTypes
 from netd.daemon import NetdService
+from netd.instances import InProcessServices
 from netd.tap import Options, makeService
-from netd.workers import (
-    FIRST_SOCKET_FD,
-    Supervisor,
-    SupervisorService,
+from netd.workers.control import FIRST_SOCKET_FD, encodeMessage, reloadedMessage
+from netd.workers.plan import (
     WorkerPlan,
-    WorkerStartError,
     heldSockets,
     perProcessServices,
-    workerEnvironment,
     workerSockets,
+)
+from netd.workers.supervisor import (
+    HeldSockets,
+    Supervisor,
+    WorkerStartError,
+    workerEnvironment,
 )
 from tests.test_listeners import LOOPBACK, freePort
 
@@ -177,13 +180,14 @@ class WorkersConfigTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--config", path])
         root = makeService(options)
-        self.assertIsInstance(root, SupervisorService)
-        self.assertEqual(root.workerCount, 2)
-        self.assertEqual(root.serviceInstances(), [])
+        self.assertIsInstance(root, NetdService)
+        self.assertIsInstance(root.served, HeldSockets)
+        self.assertEqual(root.served.workerCount, 2)
+        self.assertEqual(list(root.served), list(root.served.held.values()))
         single = Options()
         single.parseOptions([])
         root = makeService(single)
-        self.assertIs(type(root), NetdService)
+        self.assertIsInstance(root.served, InProcessServices)
 
 
 class PerProcessTests(SynchronousTestCase):
@@ -309,6 +313,17 @@ class Spawned:
         """
         self.protocol.childDataReceived(3, b'{"netdWorker": "ready"}\n')
 
+    def reloaded(self, applied: bool = True, summary: str = "changed: echo") -> None:
+        """
+        The worker answers a reload command.
+
+        @param applied: Whether it applied the configuration.
+        @param summary: What changed, or why not.
+        """
+        self.protocol.childDataReceived(
+            3, encodeMessage(reloadedMessage(applied, summary))
+        )
+
     def end(self, code: int | None = 0, number: int | None = None) -> None:
         """
         The process exits.
@@ -375,7 +390,7 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor = ProcessReactor()
         self.events: list[dict[str, Any]] = []
         self.supervisor = Supervisor(
-            self.reactor, ["python", "-m", "netd.worker"], {}, self.events.append
+            self.reactor, ["python", "-m", "netd.workers.child"], {}, self.events.append
         )
         self.supervisor._log = Logger(observer=self.events.append)
 
@@ -400,7 +415,9 @@ class SupervisorTests(SynchronousTestCase):
         self.supervisor.start(plan)
         self.assertEqual(len(self.reactor.spawned), 2)
         for index, spawned in enumerate(self.reactor.spawned):
-            self.assertEqual(spawned.args, ["python", "-m", "netd.worker", str(index)])
+            self.assertEqual(
+                spawned.args, ["python", "-m", "netd.workers.child", str(index)]
+            )
             self.assertEqual(
                 spawned.childFDs,
                 {0: "w", 1: "r", 2: "r", 3: "r", FIRST_SOCKET_FD: 12, 5: 17},
@@ -509,16 +526,35 @@ class SupervisorTests(SynchronousTestCase):
         """
         self.supervisor.start(makePlan(2))
         newText = ECHO + "[services.echo.limits]\nmax_sessions = 5\n"
-        told = self.supervisor.reloadInPlace(makePlan(2, newText))
-        self.assertEqual(told, 2)
+        answers = self.supervisor.reloadInPlace(makePlan(2, newText))
         for spawned in self.reactor.spawned:
             command = spawned.transport.lines()[1]
             self.assertEqual(command["command"], "reload")
             self.assertEqual(command["text"], newText)
             self.assertEqual(command["sockets"], {"echo/tcp:7:interface=127.0.0.1": 4})
+        self.assertNoResult(answers)
+        self.reactor.spawned[1].reloaded(False, "cannot read key.pem")
+        self.assertNoResult(answers)
+        self.reactor.spawned[0].reloaded()
+        self.assertEqual(
+            self.successResultOf(answers),
+            [(0, True, "changed: echo"), (1, False, "cannot read key.pem")],
+        )
         self.reactor.spawned[0].end(1)
         self.reactor.advance(0.5)
         self.assertEqual(self.reactor.spawned[2].transport.lines()[0]["text"], newText)
+
+    def test_reloadAnsweredByExit(self) -> None:
+        """
+        A worker that exits before it answers a reload counts as not having
+        applied it, saying how it ended.
+        """
+        self.supervisor.start(makePlan(1))
+        answers = self.supervisor.reloadInPlace(makePlan(1, ECHO))
+        self.reactor.spawned[0].end(1)
+        self.assertEqual(
+            self.successResultOf(answers), [(0, False, "it exited with status 1 first")]
+        )
 
     def test_generationSwap(self) -> None:
         """
@@ -616,9 +652,30 @@ class SupervisorTests(SynchronousTestCase):
         )
 
 
+def supervisorService(
+    config: Any, reactor: Any, workers: int, supervisor: Supervisor, **kwargs: Any
+) -> NetdService:
+    """
+    The root service of a main process with workers.
+
+    @param config: The configuration.
+    @param reactor: The reactor its sockets are bound with.
+    @param workers: How many workers.
+    @param supervisor: What runs them.
+    @param kwargs: More L{NetdService} arguments.
+    @return: A L{NetdService} serving L{HeldSockets}.
+    """
+    return NetdService(
+        config,
+        reactor,
+        served=HeldSockets(config, reactor, workers=workers, supervisor=supervisor),
+        **kwargs,
+    )
+
+
 class SupervisorServiceTests(TestCase):
     """
-    L{SupervisorService}: the main process's sockets on loopback, its
+    L{HeldSockets} under L{NetdService}: the main process's sockets on loopback, its
     workers on a fake process reactor.
     """
 
@@ -635,9 +692,9 @@ class SupervisorServiceTests(TestCase):
         with open(self.path, "w") as f:
             f.write(f"[netd]\nworkers = {workers}\n" + text)
 
-    def start(self, text: str, workers: int = 2) -> SupervisorService:
+    def start(self, text: str, workers: int = 2) -> NetdService:
         """
-        Start a L{SupervisorService} on a configuration.
+        Start the root service of a main process with workers on a configuration.
 
         @param text: Its TOML.
         @param workers: The number of workers.
@@ -647,13 +704,14 @@ class SupervisorServiceTests(TestCase):
         from netd.config import loadConfig
 
         supervisor = Supervisor(self.processes, ["python"], {}, self.events.append)
-        service = SupervisorService(
+        service = supervisorService(
             loadConfig(serviceTypes(), self.path),
             reactor,
             workers=workers,
             supervisor=supervisor,
         )
         service._log = Logger(observer=self.events.append)
+        service.served._log = Logger(observer=self.events.append)
         service.privilegedStartService()
         service.startService()
         # What the reactor calls once it runs:
@@ -661,7 +719,7 @@ class SupervisorServiceTests(TestCase):
         self.addCleanup(self.stop, service)
         return service
 
-    def stop(self, service: SupervisorService) -> Any:
+    def stop(self, service: NetdService) -> Any:
         """
         Stop the service and end its fake workers.
 
@@ -683,7 +741,7 @@ class SupervisorServiceTests(TestCase):
             'listen = ["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]\n'
             '[services.chat]\ntype = "chat"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
         )
-        held = list(service.held.values())
+        held = list(service.served.held.values())
         self.assertEqual(len(held), 3)
         readers = reactor.getReaders()
         for listener in held:
@@ -703,7 +761,7 @@ class SupervisorServiceTests(TestCase):
             sorted(second.transport.lines()[0]["sockets"]),
             ["echo/tcp:0:interface=127.0.0.1", "echo/udp:0:interface=127.0.0.1"],
         )
-        self.assertEqual(service.serviceInstances(), [])
+        self.assertEqual(list(service.served), held)
 
     def test_udpSocketPerWorker(self) -> None:
         """
@@ -718,8 +776,8 @@ class SupervisorServiceTests(TestCase):
             "]\n"
         )
         service = self.start(text)
-        self.assertEqual(len(service.held), 2)
-        copies = list(service.held.values())
+        self.assertEqual(len(service.served.held), 2)
+        copies = list(service.served.held.values())
         for held in copies:
             skt = held.port.socket
             self.assertEqual(skt.getsockname(), (LOOPBACK, port))
@@ -740,10 +798,10 @@ class SupervisorServiceTests(TestCase):
             spawned.ready()
         self.write(text, workers=1)
         result: list[Any] = []
-        service.reload().addCallback(result.append)
+        service.reload().addCallback(lambda r: result.append(r.applied))
         self.processes.spawned[2].ready()
         self.assertEqual(result, [True])
-        self.assertEqual(list(service.held.values()), [copies[0]])
+        self.assertEqual(list(service.served.held.values()), [copies[0]])
         self.assertIsNone(copies[1].port)
 
     def test_readyWhenAllReady(self) -> None:
@@ -769,13 +827,39 @@ class SupervisorServiceTests(TestCase):
             spawned.ready()
         newText = text + "[services.echo.limits]\nmax_sessions = 5\n"
         self.write(newText)
-        self.assertTrue(service.reload())
+        reloaded = service.reload()
         for spawned in self.processes.spawned:
             self.assertEqual(
                 spawned.transport.lines()[1]["text"], "[netd]\nworkers = 2\n" + newText
             )
+        self.assertNoResult(reloaded)
+        for spawned in self.processes.spawned:
+            spawned.reloaded(True, "changed: echo")
+        result = self.successResultOf(reloaded)
+        self.assertTrue(result.applied)
+        self.assertIn("applied by the 2 workers", result.summary)
         self.assertEqual(len(self.processes.spawned), 2)
         self.assertEqual(service.config.services[0].limits.maxSessions, 5)
+        self.assertEqual(service.served.config.services[0].limits.maxSessions, 5)
+
+    def test_reloadRefusedByWorker(self) -> None:
+        """
+        A worker that cannot apply a reload (a file it cannot read) makes
+        the reload fail, saying which worker and why, in the log.
+        """
+        text = ECHO.replace("tcp:7", "tcp:0")
+        service = self.start(text)
+        for spawned in self.processes.spawned:
+            spawned.ready()
+        self.write(text + "[services.echo.limits]\nmax_sessions = 5\n")
+        reloaded = service.reload()
+        self.processes.spawned[0].reloaded(True)
+        self.processes.spawned[1].reloaded(False, "key.pem: permission denied")
+        result = self.successResultOf(reloaded)
+        self.assertFalse(result.applied)
+        errors = [formatEvent(e) for e in self.events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("worker 1: key.pem: permission denied", errors[0])
 
     def test_reloadBadConfig(self) -> None:
         """
@@ -784,7 +868,7 @@ class SupervisorServiceTests(TestCase):
         text = ECHO.replace("tcp:7", "tcp:0")
         service = self.start(text)
         self.write(text + "[services.bad]\ntype = 'nosuch'\n")
-        self.assertFalse(service.reload())
+        self.assertFalse(self.successResultOf(service.reload()).applied)
         self.assertEqual(
             [len(s.transport.lines()) for s in self.processes.spawned], [1, 1]
         )
@@ -804,14 +888,14 @@ class SupervisorServiceTests(TestCase):
         service = self.start(text)
         for spawned in self.processes.spawned:
             spawned.ready()
-        gone = service.held[("ephemeral", "gone/tcp:0:interface=127.0.0.1")]
+        gone = service.served.held[("ephemeral", "gone/tcp:0:interface=127.0.0.1")]
         added = (
             '[services.echo]\ntype = "echo"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
             '[services.new]\ntype = "discard"\nlisten = ["udp:0:interface=127.0.0.1"]\n'
         )
         self.write(added)
         result: list[Any] = []
-        service.reload().addCallback(result.append)
+        service.reload().addCallback(lambda r: result.append(r.applied))
         self.assertEqual(len(self.processes.spawned), 4)
         new = self.processes.spawned[2:]
         self.assertEqual(
@@ -825,8 +909,10 @@ class SupervisorServiceTests(TestCase):
         for spawned in self.processes.spawned[:2]:
             self.assertEqual(spawned.transport.signals, [signal.SIGTERM])
         self.assertIsNone(gone.port)
-        self.assertNotIn(("ephemeral", "gone/tcp:0:interface=127.0.0.1"), service.held)
-        self.assertEqual(len(service.held), 2)
+        self.assertNotIn(
+            ("ephemeral", "gone/tcp:0:interface=127.0.0.1"), service.served.held
+        )
+        self.assertEqual(len(service.served.held), 2)
 
     def test_reloadBindFails(self) -> None:
         """
@@ -844,9 +930,9 @@ class SupervisorServiceTests(TestCase):
             text
             + f'[services.d]\ntype = "discard"\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n'
         )
-        self.assertFalse(service.reload())
+        self.assertFalse(self.successResultOf(service.reload()).applied)
         self.assertEqual(len(self.processes.spawned), 2)
-        self.assertEqual(len(service.held), 1)
+        self.assertEqual(len(service.served.held), 1)
 
     async def test_stop(self) -> None:
         """
@@ -854,7 +940,7 @@ class SupervisorServiceTests(TestCase):
         it is over once they have exited.
         """
         service = self.start(ECHO.replace("tcp:7", "tcp:0"))
-        [held] = service.held.values()
+        [held] = service.served.held.values()
         done: list[Any] = []
         stopped = service.stopService().addCallback(done.append)
         self.assertIsNone(held.port)
@@ -896,7 +982,7 @@ class SupervisorServiceTests(TestCase):
             f'access_log_file = "{log}"\n'
         )
         account = Account(os.getuid(), os.getgid(), (os.getgid(),), "me")
-        service = SupervisorService(
+        service = supervisorService(
             loadConfig(serviceTypes(), self.path),
             reactor,
             workers=2,
@@ -905,7 +991,7 @@ class SupervisorServiceTests(TestCase):
         )
         service._prepare()
         self.assertTrue(os.path.exists(log))
-        self.assertIn(log, service.ownedFiles)
+        self.assertIn(log, service.served.ownedFiles())
         self.assertIn(log, service._handedOver)
 
 

@@ -223,7 +223,7 @@ class WorkersEndToEndTests(TestCase):
         main = daemon.process.pid
         first = await self.workers(daemon)
         for pid in first:
-            self.assertIn("netd.worker", commandLine(pid))
+            self.assertIn("netd.workers.child", commandLine(pid))
 
         for n in range(6):
             echoed = await deferToThread(tcpExchange, LOOPBACK, echo, b"x%d" % n)
@@ -290,7 +290,8 @@ class WorkersEndToEndTests(TestCase):
 
     async def test_reload(self) -> None:
         """
-        SIGHUP with a changed setting is passed on to both workers (the next
+        SIGHUP with a changed setting is passed on to both workers, which
+        answer, and the main process says they applied it (the next
         responses carry it); SIGHUP with a new listener starts a new
         generation of workers that serves it, and the old one exits.
         """
@@ -309,8 +310,8 @@ class WorkersEndToEndTests(TestCase):
         self.writeConfig(base + 'headers = { "X-Generation" = "two" }\n')
         assert daemon.process is not None
         daemon.process.send_signal(signal.SIGHUP)
-        await daemon.waitForOutput(r"passed on to the 2 workers")
         await daemon.waitForOutput(r"\[worker \d .*reloaded .*changed: www", count=2)
+        await daemon.waitForOutput(r"reloaded .*changed: www; applied by the 2 workers")
         for _ in range(8):
             status, headers, body = await deferToThread(httpGet, www)
             self.assertEqual(headers.get("X-Generation"), "two")

@@ -1,80 +1,56 @@
 # -*- test-case-name: tests.test_workers -*-
 """
-Worker processes: the supervisor in the main process.
-
-With C{workers = N} (N > 1, or C{"auto"}) in C{[netd]}, the main process
-binds every listener exactly as a single netd does (as root if needed, or
-adopting the sockets systemd passed), but does not serve them: it stops
-reading them and keeps them open. twistd then drops privileges, and the
-main process starts N worker processes (L{netd.worker}) that inherit the
-sockets, so they start unprivileged (and with C{PR_SET_NO_NEW_PRIVS}); each
-serves the configuration the main process validated (its TOML text is sent
-on a pipe) on the sockets it was given.
-
-Pipes between the main process and worker I{i}::
-
-    worker fd 0  <- main   control: one JSON line with the configuration,
-                           then commands (reload); EOF: the main process is
-                           gone, drain and exit
-    worker fd 1  -> main   standard output, logged by the main process
-    worker fd 2  -> main   standard error (a crash's traceback), logged
-    worker fd 3  -> main   log events as JSON lines (L{eventAsJSON}) and
-                           C{{"netdWorker": "ready"}} once its ports are
-                           adopted
-    worker fd 4+           the listening sockets
+Worker processes: the main process's side (see L{netd.workers}).
 
 L{Supervisor} runs the processes: it restarts one that exits unexpectedly
 (with an exponential back-off), relays their log events into the main
 process's log publisher with a C{worker} field (so the log destinations,
 rotation included, stay in one process), aggregates readiness, forwards
-stop signals, and replaces a whole generation of workers when a reload
-changes the sockets. L{SupervisorService} is the main process's root
-service: a L{NetdService} that holds sockets instead of services.
-
-Services whose state lives in the process (a chat service's rooms, and an
-http service that mounts one) run in worker 0 only (L{perProcessServices}):
-only worker 0 is given their sockets.
-
-Workers share each listening socket, except a UDP listener with
-C{reuse_port}: each worker gets its own C{SO_REUSEPORT} socket on the same
-address (L{socketPerWorker}).
+stop signals, passes reloads on and collects the answers, and replaces a
+whole generation of workers when a reload changes the sockets.
+L{HeldSockets} is what the main process serves: the sockets, and the
+supervisor.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, field
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from netd.config import EMBEDDED_DEFAULT, NetdConfig, resolveWorkers
-from netd.daemon import NetdService
-from netd.descriptions import DatagramListener, Listener
+from netd.config import NetdConfig, resolveWorkers
+from netd.descriptions import Listener
+from netd.instances import plural
 from netd.listeners import (
     HeldSocketOwner,
     ListenError,
     buildHeldListenerService,
     listenerName,
-    socketKey,
 )
 from netd.reload import planReload
+from netd.served import IServedSet, ReloadResult
+from netd.workers.control import CONTROL_FD, EVENTS_FD, MAX_LINE, workerMessage
+from netd.workers.plan import (
+    WorkerPlan,
+    heldIdentity,
+    heldSockets,
+    ownedFiles,
+    workerSockets,
+)
 
-CONTROL_FD = 0
-EVENTS_FD = 3
-FIRST_SOCKET_FD = 4
-
-# Service types whose state is per process (until a shared hub exists).
 # The environment of systemd's protocols is the main process's alone: it
 # notifies and pings; the sockets systemd passed are handed on by netd.
 _MAIN_ONLY_VARIABLES = (
@@ -86,132 +62,12 @@ _MAIN_ONLY_VARIABLES = (
     "LISTEN_FDNAMES",
 )
 
-_READY_PREFIX = b'{"netdWorker"'
-_MAX_LINE = 16 * 1024 * 1024
-
-
-def perProcessServices(config: NetdConfig) -> frozenset[str]:
-    """
-    The services that must run in one process: those of a type whose state
-    is per process (chat rooms), and http services that mount one.
-
-    @param config: A configuration.
-    @return: Their names.
-    """
-    pinned = {s.name for s in config.services if s.serviceType.perProcess}
-    for service in config.services:
-        uses = service.serviceType.uses
-        if uses is not None and pinned.intersection(uses(service.settings)):
-            pinned.add(service.name)
-    return frozenset(pinned)
-
-
-def socketIdentity(service: str, listener: Listener) -> tuple[object, ...]:
-    """
-    What identifies the socket a listener needs, across configurations
-    (L{socketKey}); a listener on an ephemeral port is identified by its
-    service and description.
-
-    @param service: Its service's name.
-    @param listener: The listener.
-    @return: A hashable key.
-    """
-    key = socketKey(listener)
-    if key is None:
-        return ("ephemeral", listenerName(service, listener))
-    return key
-
-
-def socketPerWorker(listener: Listener) -> bool:
-    """
-    Whether each worker gets a socket of its own for a listener, rather than
-    all of them sharing the main process's one.
-
-    A UDP listener with C{reuse_port} does: the main process binds one
-    C{SO_REUSEPORT} socket per worker on the same address, and the kernel
-    spreads datagrams across them by source address and port. Workers that
-    share one UDP socket all wake for each datagram and take turns, which
-    does not scale. TCP has no such need (each worker accepts one
-    connection per wake-up from the shared socket), a socket from systemd
-    cannot be copied, and an ephemeral port would differ per copy.
-
-    @param listener: A listener.
-    @return: C{True} for a UDP listener on a fixed port with C{reuse_port}.
-    """
-    return (
-        isinstance(listener, DatagramListener)
-        and listener.kind == "udp"
-        and listener.port != 0
-        and listener.reusePort
-    )
-
-
-def workerSockets(config: NetdConfig, count: int) -> list[list[tuple[str, Any, int]]]:
-    """
-    Which listeners each worker serves, and on which copy of their socket:
-    worker 0 serves all of them, the others all but those of
-    L{perProcessServices}. A listener's socket is shared (copy 0) unless
-    L{socketPerWorker} says otherwise, in which case worker I{i} gets copy
-    I{i}.
-
-    @param config: The configuration.
-    @param count: The number of workers.
-    @return: For each worker, C{(service name, listener, copy)} triples.
-    """
-    pinned = perProcessServices(config)
-    return [
-        [
-            (
-                service.name,
-                listener,
-                index if count > 1 and socketPerWorker(listener) else 0,
-            )
-            for service in config.services
-            if index == 0 or service.name not in pinned
-            for listener in service.listeners
-        ]
-        for index in range(count)
-    ]
-
-
-def heldIdentity(service: str, listener: Listener, copy: int) -> tuple[object, ...]:
-    """
-    What identifies one held socket: its listener's L{socketIdentity}, and
-    which copy it is when each worker has its own (copy 0 is the one a
-    shared socket keeps, so a reload between the two keeps it).
-
-    @param service: The service's name.
-    @param listener: The listener.
-    @param copy: The copy (L{workerSockets}).
-    @return: A hashable key.
-    """
-    identity = socketIdentity(service, listener)
-    return identity if copy == 0 else (*identity, "worker", copy)
-
-
-def heldSockets(
-    config: NetdConfig, count: int
-) -> dict[tuple[object, ...], tuple[str, Any, int]]:
-    """
-    Every socket the main process holds for a generation of workers.
-
-    @param config: The configuration.
-    @param count: The number of workers.
-    @return: C{(service name, listener, copy)} by L{heldIdentity}, in the
-        configuration's order.
-    """
-    return {
-        heldIdentity(name, listener, copy): (name, listener, copy)
-        for listeners in workerSockets(config, count)
-        for name, listener, copy in listeners
-    }
-
 
 def reactorName(reactor: Any) -> str:
     """
     @param reactor: A reactor.
     @return: The fully qualified name of its class, for a worker to run the
-        same kind of reactor as the main process (L{netd.worker.installReactor}).
+        same kind of reactor as the main process (L{netd.workers.child.installReactor}).
     """
     kind = type(reactor)
     return f"{kind.__module__}.{kind.__qualname__}"
@@ -219,13 +75,13 @@ def reactorName(reactor: Any) -> str:
 
 def workerCommand() -> list[str]:
     """
-    The command that starts a worker: this Python, running L{netd.worker}
+    The command that starts a worker: this Python, running L{netd.workers.child}
     (C{-P}: with no working directory on the module search path; see
     L{workerEnvironment}). The worker's index is appended, for C{ps}.
 
     @return: The argument vector.
     """
-    return [sys.executable, "-P", "-m", "netd.worker"]
+    return [sys.executable, "-P", "-m", "netd.workers.child"]
 
 
 def workerEnvironment(
@@ -247,69 +103,6 @@ def workerEnvironment(
     entries = [os.path.abspath(p) for p in (sys.path if path is None else path)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
     return env
-
-
-@frozen
-class WorkerPlan:
-    """
-    What one generation of workers runs.
-
-    @ivar config: The validated configuration (its C{text} is what the
-        workers are given).
-    @ivar sockets: For each worker, its listeners' sockets in the main
-        process: listener service name to descriptor.
-    @ivar ownPorts: Every port netd listens on (for the UDP loop guards of
-        workers that do not serve all of them).
-    """
-
-    config: NetdConfig
-    sockets: tuple[Mapping[str, int], ...]
-    ownPorts: tuple[int, ...] = ()
-
-    @property
-    def count(self) -> int:
-        """
-        The number of workers.
-        """
-        return len(self.sockets)
-
-    def childSockets(self, index: int) -> tuple[dict[int, int], dict[str, int]]:
-        """
-        How worker C{index} inherits its sockets. The numbering depends only
-        on the main process's descriptors, so it stays the same across a
-        reload that keeps the sockets.
-
-        @param index: The worker.
-        @return: The child descriptor to main descriptor map (for
-            C{childFDs}), and the listener name to child descriptor map
-            (for the worker).
-        """
-        sockets = self.sockets[index]
-        numbers = {
-            fd: FIRST_SOCKET_FD + position
-            for position, fd in enumerate(sorted(set(sockets.values())))
-        }
-        return (
-            {child: fd for fd, child in numbers.items()},
-            {name: numbers[fd] for name, fd in sockets.items()},
-        )
-
-    def message(self, worker: int, **extra: Any) -> bytes:
-        """
-        The line that gives worker C{worker} this plan.
-
-        @param worker: The worker's index.
-        @param extra: More fields.
-        @return: One JSON line.
-        """
-        record = {
-            "source": self.config.source,
-            "text": self.config.text,
-            "sockets": self.childSockets(worker)[1],
-            "ownPorts": list(self.ownPorts),
-            **extra,
-        }
-        return json.dumps(record).encode("utf-8") + b"\n"
 
 
 class WorkerStartError(Exception):
@@ -382,12 +175,15 @@ class WorkerProtocol(ProcessProtocol):
     """
 
     _log = Logger()
+    # Set by spawnProcess before any other method runs.
+    transport: IProcessTransport
 
     def __init__(self, supervisor: Supervisor, slot: WorkerSlot, header: bytes):
         self.supervisor = supervisor
         self.slot = slot
         self.header = header
         self.pid: int | None = None
+        self.reloads: list[Deferred[tuple[bool, str]]] = []
         self._buffers: dict[int, bytes] = {}
 
     def connectionMade(self) -> None:
@@ -405,6 +201,29 @@ class WorkerProtocol(ProcessProtocol):
         """
         if self.transport is not None:
             self.transport.write(line)
+
+    def reload(self, line: bytes) -> Deferred[tuple[bool, str]]:
+        """
+        Send a reload command.
+
+        @param line: The command (L{WorkerPlan.message}).
+        @return: A L{Deferred} firing with the worker's answer: whether it
+            applied the configuration, and what changed or why not.
+        """
+        answer: Deferred[tuple[bool, str]] = Deferred()
+        self.reloads.append(answer)
+        self.send(line)
+        return answer
+
+    def reloaded(self, applied: bool, summary: str) -> None:
+        """
+        The worker answered the oldest reload command.
+
+        @param applied: Whether it applied it.
+        @param summary: What changed, or why not.
+        """
+        if self.reloads:
+            self.reloads.pop(0).callback((applied, summary))
 
     def signal(self, signum: int) -> None:
         """
@@ -426,7 +245,7 @@ class WorkerProtocol(ProcessProtocol):
         """
         buffered = self._buffers.get(childFD, b"") + data
         *lines, rest = buffered.split(b"\n")
-        if len(rest) > _MAX_LINE:
+        if len(rest) > MAX_LINE:
             lines.append(rest)
             rest = b""
         self._buffers[childFD] = rest
@@ -461,6 +280,8 @@ class WorkerProtocol(ProcessProtocol):
         """
         for childFD in list(self._buffers):
             self.childConnectionLost(childFD)
+        while self.reloads:
+            self.reloaded(False, f"it {describeExit(reason)} first")
         self.supervisor.workerEnded(self, reason)
 
 
@@ -488,6 +309,15 @@ def unflatten(event: dict[str, Any]) -> None:
         if not name.isidentifier() or not isinstance(event.get(name, ...), _NATIVE):
             return
     del event["log_flattened"]
+
+
+def _fromWorker(answer: tuple[bool, str], index: int) -> tuple[int, bool, str]:
+    """
+    @param answer: A worker's answer to a reload.
+    @param index: The worker.
+    @return: The answer, with the worker's index first.
+    """
+    return (index, *answer)
 
 
 def describeExit(reason: Failure) -> str:
@@ -601,22 +431,23 @@ class Supervisor:
 
         return generation.ready.addCallbacks(ready, failed)
 
-    def reloadInPlace(self, plan: WorkerPlan) -> int:
+    def reloadInPlace(self, plan: WorkerPlan) -> Deferred[list[tuple[int, bool, str]]]:
         """
         Give the current workers a new configuration that keeps their
         sockets; a worker restarted later gets it too.
 
         @param plan: The new plan (same sockets as the current one).
-        @return: How many running workers were told.
+        @return: A L{Deferred} firing once every running worker answered
+            (or exited), with C{(index, applied, summary)} for each.
         """
         assert self.current is not None
         self.current.plan = plan
-        told = 0
+        answers = []
         for slot in self.current.slots:
             if slot.process is not None:
-                slot.process.send(plan.message(slot.index, command="reload"))
-                told += 1
-        return told
+                answer = slot.process.reload(plan.message(slot.index, command="reload"))
+                answers.append(answer.addCallback(_fromWorker, slot.index))
+        return defer.gatherResults(answers)
 
     def signalAll(self, signum: int) -> None:
         """
@@ -754,8 +585,14 @@ class Supervisor:
         @param process: The worker.
         @param line: The line.
         """
-        if line.startswith(_READY_PREFIX):
-            self._workerReady(process)
+        message = workerMessage(line)
+        if message is not None:
+            if message["netdWorker"] == "ready":
+                self._workerReady(process)
+            elif message["netdWorker"] == "reloaded":
+                process.reloaded(
+                    bool(message.get("applied")), str(message.get("summary", ""))
+                )
             return
         try:
             event = eventFromJSON(line.decode("utf-8"))
@@ -935,49 +772,56 @@ class Supervisor:
             slot.restartCall = None
 
 
-class SupervisorService(NetdService):
+@implementer(IServedSet)
+class HeldSockets(MultiService):
     """
-    The root service of the main process of a netd with workers.
+    What the main process of a netd with workers serves: the listeners'
+    sockets, and the workers that serve them.
 
-    It runs the process's life cycle as L{NetdService} does (binding as
-    root, dropping privileges, systemd, signals), but its children are the
-    listeners' sockets only (L{buildHeldListenerService}): no service is
-    built here. Once privileges are dropped it starts the workers
-    (L{Supervisor}), and tells systemd it is ready once they all are.
+    It binds every listener exactly as a single netd does (as root if
+    needed, or adopting the sockets systemd passed), but does not serve
+    them: it stops reading them and keeps them open (its children are
+    L{buildHeldListenerService}s; no service is built here). Once privileges
+    are dropped it starts the workers (L{Supervisor}) with the sockets, and
+    serves once they all are ready.
 
+    @ivar config: The configuration the workers serve.
+    @ivar reactor: The reactor.
     @ivar workerCount: The number of workers of the current generation.
     @ivar held: The sockets held, by L{heldIdentity}.
+    @ivar ownPorts: Every port held.
     @ivar supervisor: The L{Supervisor}.
     """
 
     _log = Logger()
+    stoppingStatus = "stopping: the workers are draining their sessions"
 
     def __init__(
         self,
         config: NetdConfig,
         reactor: Any = None,
-        stderr: Any = None,
         *,
         workers: int,
         supervisor: Supervisor | None = None,
-        **kwargs: Any,
     ) -> None:
-        self.workerCount = workers
-        self.held: dict[tuple[object, ...], Any] = {}
-        self._stopping = False
-        super().__init__(config, reactor, stderr, **kwargs)
-        self.supervisor = (
-            supervisor if supervisor is not None else Supervisor(self.reactor)
-        )
-
-    def _buildServices(self, config: NetdConfig) -> None:
         """
-        Build a held socket per listener (per worker, for those of
-        L{socketPerWorker}).
-
         @param config: The configuration.
+        @param reactor: An L{IReactorProcess} and L{IReactorTime} provider
+            (the global reactor if L{None}).
+        @param workers: How many workers to run.
+        @param supervisor: What runs them (for tests).
         """
-        for identity, spec in heldSockets(config, self.workerCount).items():
+        super().__init__()
+        self.setName("held sockets")
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.reactor = reactor
+        self.workerCount = workers
+        self.ownPorts: set[int] = set()
+        self.held: dict[tuple[object, ...], Any] = {}
+        self.supervisor = supervisor if supervisor is not None else Supervisor(reactor)
+        for identity, spec in heldSockets(config, workers).items():
             held = self._newHeld(*spec)
             self.held[identity] = held
             held.setServiceParent(self)
@@ -999,22 +843,13 @@ class SupervisorService(NetdService):
             held.setName(f"{held.name} (worker {copy})")
         return held
 
-    def _prepare(self) -> None:
+    def ownedFiles(self) -> Sequence[str]:
         """
-        As L{NetdService._prepare}; also create the http access log files
-        as root, so that they are handed to the account with the other files
-        and the unprivileged workers can open them.
+        @return: The files the services write (http access logs): created
+            as root and handed over, so that the unprivileged workers can
+            open them.
         """
-        if not self._prepared and self.account is not None:
-            for path in accessLogFiles(self.config):
-                try:
-                    os.close(
-                        os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                    )
-                except OSError:
-                    continue
-                self.ownedFiles.append(path)
-        super()._prepare()
+        return ownedFiles(self.config)
 
     def plan(self, config: NetdConfig, count: int) -> WorkerPlan:
         """
@@ -1051,22 +886,25 @@ class SupervisorService(NetdService):
             for listeners in workerSockets(config, count)
         )
 
-    def _ready(self) -> None:
+    def serving(self) -> Deferred[bool]:
         """
         The reactor runs and privileges are dropped: start the workers.
+
+        @return: A L{Deferred} firing with C{True} once every worker serves,
+            or C{False} if netd stops first.
         """
         if not self.running or self.supervisor.current is not None:
-            return
-        self.supervisor.start(self.plan(self.config, self.workerCount)).addCallbacks(
-            self._workersReady, lambda reason: None
-        )
+            return defer.succeed(False)
 
-    def _workersReady(self, result: None) -> None:
-        """
-        Every worker serves: tell systemd.
-        """
-        self._log.info("netd ready with {workers} workers", workers=self.workerCount)
-        self.notifier.ready(self.status())
+        def ready(result: None) -> bool:
+            self._log.info(
+                "netd ready with {workers} workers", workers=self.workerCount
+            )
+            return True
+
+        return self.supervisor.start(
+            self.plan(self.config, self.workerCount)
+        ).addCallbacks(ready, lambda reason: False)
 
     def status(self) -> str:
         """
@@ -1074,24 +912,18 @@ class SupervisorService(NetdService):
         """
         listeners = sum(len(s.listeners) for s in self.config.services)
         return (
-            f"serving {len(self.config.services)} services on {listeners} "
-            f"listeners with {self.workerCount} workers"
+            f"serving {plural(len(self.config.services), 'service')} on "
+            f"{plural(listeners, 'listener')} with {self.workerCount} workers"
         )
 
-    def _onSIGTERM(self) -> None:
+    def abortNow(self) -> None:
         """
-        SIGTERM: stop (the workers drain); a second one makes the workers
-        close their sessions at once.
+        A second SIGTERM: the workers close their sessions at once.
         """
-        if self._stopping:
-            self._log.info(
-                "received SIGTERM again: the workers close their sessions now"
-            )
-            self.supervisor.signalAll(signal.SIGTERM)
-            return
-        super()._onSIGTERM()
+        self._log.info("the workers close their sessions now")
+        self.supervisor.signalAll(signal.SIGTERM)
 
-    def stopService(self) -> defer.Deferred[None]:
+    def stopService(self) -> Deferred[None]:
         """
         Tell every worker to stop (they stop listening at once and drain),
         close the main process's copies of the sockets, and wait for the
@@ -1101,17 +933,16 @@ class SupervisorService(NetdService):
         @return: A L{Deferred} firing once every worker has exited and every
             socket is closed.
         """
-        self._stopping = True
-        self.notifier.stopping("stopping: the workers are draining their sessions")
         workersDone = self.supervisor.stop(
             self.config.drainTimeout + self.supervisor.killGrace
         )
-        socketsClosed = defer.maybeDeferred(MultiService.stopService, self)
-        return defer.gatherResults(
+        socketsClosed = defer.maybeDeferred(super().stopService)
+        stopped: Deferred[Any] = defer.gatherResults(
             [socketsClosed, workersDone], consumeErrors=True
-        ).addBoth(self._stopped)
+        )
+        return stopped.addCallback(lambda _: None)
 
-    def _recountPorts(self) -> None:
+    def recountPorts(self) -> None:
         """
         Make L{ownPorts} exactly the ports held now.
         """
@@ -1121,47 +952,38 @@ class SupervisorService(NetdService):
         self.ownPorts.clear()
         self.ownPorts.update(ports)
 
-    def reload(self) -> Any:
+    def reload(self, new: NetdConfig) -> Deferred[ReloadResult]:
         """
-        Re-read and validate the configuration (SIGHUP); an invalid one is
-        rejected with one error and everyone keeps serving.
+        Serve a new, valid configuration.
 
         If every worker keeps the same sockets (and their number is the
-        same), the validated text is passed on to the workers, which reload
-        in place as a single netd does. Otherwise the new sockets are bound
-        (a failure keeps the running configuration), a new generation of
-        workers is started on the new set and, once it is ready, the old
-        generation is told to stop (it drains) and the sockets nobody uses
-        any more are closed.
+        same), the configuration is passed on to the workers, which reload
+        in place as a single netd does, and answer. Otherwise the new
+        sockets are bound (a failure keeps the running configuration), a
+        new generation of workers is started on the new set and, once it is
+        ready, the old generation is told to stop (it drains) and the
+        sockets nobody uses any more are closed.
 
-        @return: Whether the reload was applied (in place), or a
-            L{Deferred} firing with that once a new generation serves.
+        @param new: The configuration.
+        @return: A L{Deferred} firing with how it ended.
         """
         if self.supervisor.pending is not None:
-            self._log.warn(
-                "received SIGHUP while a new generation of workers starts: ignored"
+            return defer.succeed(
+                ReloadResult(
+                    False, "a new generation of workers is still starting", self.config
+                )
             )
-            return False
-        self.notifier.reloading()
-        new = self._readConfig()
-        if new is None:
-            return False
-        source = self.configPath or EMBEDDED_DEFAULT
         count = resolveWorkers(new.workers)
         reloadPlan = planReload(self.config, new)
         summary = reloadPlan.describe()
-        restartOnly = [key for key in reloadPlan.restartOnly if key != "workers"]
+        restartOnly = tuple(key for key in reloadPlan.restartOnly if key != "workers")
         if count == self.workerCount and self._identities(
             new, count
-        ) == self._identities(self.config, self.workerCount):
-            self.config = new
-            self.supervisor.reloadInPlace(self.plan(new, count))
-            return self._reloaded(
-                source, summary, restartOnly, f"passed on to the {count} workers"
-            )
+        ) == self._identities(self.config, count):
+            return self._reloadInPlace(new, count, summary, restartOnly)
 
         wanted = heldSockets(new, count)
-        bound: list[tuple[Any, Any]] = []
+        bound: list[tuple[tuple[object, ...], Any]] = []
         try:
             for identity, spec in wanted.items():
                 if identity not in self.held:
@@ -1171,8 +993,8 @@ class SupervisorService(NetdService):
         except ListenError as e:
             for identity, held in bound:
                 held.stopService()
-            self._recountPorts()
-            return self._reloadFailed(e, source)
+            self.recountPorts()
+            return defer.succeed(ReloadResult.bindFailed(e, self.config))
         for identity, held in bound:
             self.held[identity] = held
             held.setServiceParent(self)
@@ -1182,83 +1004,65 @@ class SupervisorService(NetdService):
             workers=count,
         )
 
-        def replaced(result: None) -> bool:
+        def replaced(result: None) -> ReloadResult:
             for identity in [key for key in self.held if key not in wanted]:
                 self.held.pop(identity).disownServiceParent()
             self.config = new
             self.workerCount = count
-            self._recountPorts()
-            return self._reloaded(
-                source, summary, restartOnly, f"{count} new workers serve it"
+            self.recountPorts()
+            return ReloadResult(
+                True,
+                f"{summary}; {count} new workers serve it",
+                new,
+                restartOnly=restartOnly,
             )
 
-        def failed(reason: Failure) -> bool:
+        def failed(reason: Failure) -> ReloadResult:
             for identity, held in bound:
-                if self.held.get(identity) is held:
-                    del self.held[identity]
-                    held.disownServiceParent()
-            self._recountPorts()
-            self._log.error(
-                "reload failed, still running the previous configuration: {error}",
-                error=str(reason.value),
-                path=source,
-            )
-            self.notifier.ready(f"{self.status()}; reload failed: {reason.value}")
-            return False
+                if identity in self.held and self.held[identity] is held:
+                    self.held.pop(identity).disownServiceParent()
+            self.recountPorts()
+            return ReloadResult(False, str(reason.value), self.config)
 
         return self.supervisor.replace(self.plan(new, count)).addCallbacks(
             replaced, failed
         )
 
-    def _reloaded(
-        self, source: str, summary: str, restartOnly: list[str], how: str
-    ) -> bool:
+    def _reloadInPlace(
+        self, new: NetdConfig, count: int, summary: str, restartOnly: tuple[str, ...]
+    ) -> Deferred[ReloadResult]:
         """
-        Finish a reload that applied (C{self.config} is the new
-        configuration): reconfigure the logs, say so, warn about keys that
-        wait for the next start, and tell systemd.
+        Pass a configuration that keeps every socket on to the workers.
 
-        @param source: The configuration's path (or the embedded default).
+        @param new: The configuration.
+        @param count: The number of workers (unchanged).
         @param summary: What changed.
-        @param restartOnly: C{[netd]} keys that changed but apply at the
-            next start.
-        @param how: How the workers took it.
-        @return: C{True}.
+        @param restartOnly: Keys that apply at the next start.
+        @return: A L{Deferred} firing once every worker answered: applied if
+            all of them applied it.
         """
-        self._reconfigureLogs(self.config)
-        self._log.info(
-            "reloaded {path}: {summary}; {how}",
-            path=source,
-            summary=summary,
-            how=how,
-            workers=self.workerCount,
-        )
-        self._warnRestartOnly(restartOnly)
-        self.notifier.ready(self.status())
-        return True
+        self.config = new
 
-    def _warnRestartOnly(self, keys: list[str]) -> None:
-        """
-        Warn about C{[netd]} keys that changed but apply at the next start.
-
-        @param keys: Their names.
-        """
-        if keys:
-            self._log.warn(
-                "reload: {keys} changed but only apply at the next start",
-                keys=", ".join(keys),
+        def answered(answers: list[tuple[int, bool, str]]) -> ReloadResult:
+            refused = [
+                f"worker {index}: {why}"
+                for index, applied, why in answers
+                if not applied
+            ]
+            if refused:
+                return ReloadResult(
+                    False,
+                    f"{len(refused)} of {len(answers)} workers kept the previous "
+                    f"configuration ({'; '.join(refused)})",
+                    new,
+                )
+            return ReloadResult(
+                True,
+                f"{summary}; applied by the {len(answers)} workers",
+                new,
+                restartOnly=restartOnly,
             )
 
-
-def accessLogFiles(config: NetdConfig) -> list[str]:
-    """
-    @param config: A configuration.
-    @return: The files its services write (access logs), each service's
-        type saying which (L{ServiceType.ownedFiles}).
-    """
-    return [
-        path
-        for service in config.services
-        if (owned := service.serviceType.ownedFiles) is not None
-        for path in owned(service.settings)
-    ]
+        return self.supervisor.reloadInPlace(self.plan(new, count)).addCallback(
+            answered
+        )
