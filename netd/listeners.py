@@ -33,12 +33,23 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Any
+from typing import Protocol as TypingProtocol
+from typing import cast
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, udp
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorFDSet,
+    IReactorSocket,
+    IReactorUNIX,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -179,6 +190,45 @@ def listenerName(service: str, listener: Listener) -> str:
     return f"{service}/{listener.description}"
 
 
+class IListenerReactor(IReactorCore, IReactorFDSet, IReactorSocket, IReactorUNIX):
+    """
+    The reactor a listener binds with: netd's ports register with it as
+    descriptors (L{IReactorFDSet}), sockets passed by systemd of other
+    families are adopted through it (L{IReactorSocket}), and C{unix:}
+    listeners are built by L{serverFromString} with it (L{IReactorUNIX}).
+
+    For type checking only, like Twisted's own C{_MakeTypesHappy} in
+    L{twisted.protocols.portforward}: no reactor declares it, so never ask
+    C{providedBy} about it.
+    """
+
+
+class ListenerOwner(TypingProtocol):
+    """
+    What a listener service needs of the service instance it listens for: a
+    L{ServiceContext}, or in the main process of a netd with workers a
+    L{HeldSocketOwner}.
+    """
+
+    @property
+    def name(self) -> str:
+        """
+        The instance name.
+        """
+
+    @property
+    def reactor(self) -> IListenerReactor:
+        """
+        The reactor its listeners bind with.
+        """
+
+    @property
+    def ownPorts(self) -> set[int]:
+        """
+        The ports netd listens on, which each bound listener adds to.
+        """
+
+
 class ListenerService(Service):
     """
     One listener of a service instance: binds in C{privilegedStartService}
@@ -198,11 +248,11 @@ class ListenerService(Service):
     """
 
     _log = Logger()
-    port: Any = None
+    port: IListeningPort | None = None
     listener: Listener
     passedFd: int | None = None
 
-    def __init__(self, context: ServiceContext, listener: Listener) -> None:
+    def __init__(self, context: ListenerOwner, listener: Listener) -> None:
         self.context = context
         self.listener = listener
         self.setName(listenerName(context.name, listener))
@@ -256,9 +306,9 @@ class ListenerService(Service):
                 explainBindError(e, listener.port or None),
             ) from e
         self.port = port
-        self._listening(note)
+        self._listening(port, note)
 
-    def _listen(self) -> Any:
+    def _listen(self) -> IListeningPort:
         """
         Bind an address (not a passed socket).
 
@@ -266,7 +316,7 @@ class ListenerService(Service):
         """
         raise NotImplementedError()
 
-    def _adopt(self, fd: int, family: int) -> Any:
+    def _adopt(self, fd: int, family: int) -> IListeningPort:
         """
         Serve a socket passed by systemd (or by the main process).
 
@@ -276,13 +326,14 @@ class ListenerService(Service):
         """
         raise NotImplementedError()
 
-    def _listening(self, note: str) -> None:
+    def _listening(self, port: IListeningPort, note: str) -> None:
         """
         Record and announce the bound port.
 
+        @param port: The port, now this listener's.
         @param note: Appended to the log line (e.g. that the socket was kept).
         """
-        address = self.port.getHost()
+        address = port.getHost()
         number = getattr(address, "port", None)
         if number:
             self.context.ownPorts.add(number)
@@ -318,13 +369,17 @@ class ListenerService(Service):
         unchanged addresses open, with no gap and no need for privileges.
 
         @param previous: The old listener; it no longer owns the socket.
+        @raise RuntimeError: If it has no socket to hand over.
         """
-        port, previous.port = previous.port, None
+        port = previous.port
+        if port is None:
+            raise RuntimeError(f"{previous.name} has no socket to hand over")
+        previous.port = None
         self.port = port
         self._switchTo(port)
-        self._listening(" (socket kept)")
+        self._listening(port, " (socket kept)")
 
-    def _switchTo(self, port: Any) -> None:
+    def _switchTo(self, port: IListeningPort) -> None:
         """
         Make an adopted port deliver to this listener.
 
@@ -342,50 +397,65 @@ class ListenerService(Service):
         port, self.port = self.port, None
         if port is None:
             return None
-        return defer.maybeDeferred(port.stopListening)
+        # None of maybeDeferred's overloads takes a Deferred-or-None result.
+        return defer.maybeDeferred(port.stopListening)  # type: ignore[call-overload]
 
 
-class StreamListenerService(ListenerService):
+class _FactoryPort(TypingProtocol):
     """
-    One stream listener of a service instance.
+    What L{_StreamPortService._switchTo} changes on a port: every stream port
+    netd binds or adopts is a C{tcp.Port} (a UNIX one too), which takes an
+    L{IProtocolFactory} and keeps it in this attribute (L{IListeningPort}
+    does not declare it; C{tcp.Port}'s annotation says C{Factory | None}).
+
+    @ivar factory: The factory of the port's new connections.
+    """
+
+    factory: IProtocolFactory
+
+
+class _StreamPortService(ListenerService):
+    """
+    One stream listener's socket, bound through an endpoint (or adopted)
+    with a protocol factory: what L{StreamListenerService} serves sessions
+    on, and L{HeldStreamListenerService} holds for the workers.
 
     @ivar endpoint: What binds it (L{None} for a socket passed by systemd).
-    @ivar factory: The L{SessionFactory} of its sessions: C{factory.protocols}
-        holds every open session.
-    @ivar alpnProtocols: The ALPN protocol names its service speaks (for an
-        C{ssl:} listener's certificate reload).
+    @ivar factory: The factory of its connections.
     """
 
     listener: StreamListener
+    factory: IProtocolFactory
 
     def __init__(
         self,
-        context: ServiceContext,
+        context: ListenerOwner,
         listener: StreamListener,
-        endpoint: Any,
-        factory: SessionFactory,
-        alpnProtocols: tuple[bytes, ...] = (),
+        endpoint: IStreamServerEndpoint | None,
+        factory: IProtocolFactory,
     ) -> None:
         super().__init__(context, listener)
         self.endpoint = endpoint
         self.factory = factory
-        self.alpnProtocols = alpnProtocols
 
-    def _listen(self) -> Any:
+    def _listen(self) -> IListeningPort:
         """
         Listen through the endpoint, which binds synchronously.
 
         @return: The L{IListeningPort}.
         """
-        result: list[Any] = []
-        self.endpoint.listen(self.factory).addBoth(result.append)
+        endpoint = self.endpoint
+        assert endpoint is not None, "a systemd listener adopts, never binds"
+        result: list[IListeningPort | Failure] = []
+        endpoint.listen(self.factory).addBoth(result.append)
         if not result:
             raise RuntimeError("the endpoint did not bind at once")
-        if isinstance(result[0], Failure):
-            result[0].raiseException()
-        return result[0]
+        port = result[0]
+        if isinstance(port, Failure):
+            port.raiseException()
+        return port
 
-    def _adopt(self, fd: int, family: int) -> Any:
+    def _adopt(self, fd: int, family: int) -> IListeningPort:
         """
         Listen on a stream socket passed by systemd (or by the main process).
 
@@ -401,21 +471,46 @@ class StreamListenerService(ListenerService):
             shared=fd == self.passedFd,
         )
 
-    def _switchTo(self, port: Any) -> None:
+    def _switchTo(self, port: IListeningPort) -> None:
         """
         Give new connections on an adopted port to this listener's factory;
         apply the new backlog.
 
         @param port: The port.
         """
-        old = port.factory
+        streamPort = cast(_FactoryPort, port)
+        old = streamPort.factory
         self.factory.doStart()
-        port.factory = self.factory
+        streamPort.factory = self.factory
         old.doStop()
         skt = getattr(port, "socket", None)
         if skt is not None and self.listener.kind in ("tcp", "tcp6", "ssl"):
             skt.listen(self.listener.backlog)
             setReusePort(skt, self.listener.reusePort)
+
+
+class StreamListenerService(_StreamPortService):
+    """
+    One stream listener of a service instance.
+
+    @ivar factory: The L{SessionFactory} of its sessions: C{factory.protocols}
+        holds every open session.
+    @ivar alpnProtocols: The ALPN protocol names its service speaks (for an
+        C{ssl:} listener's certificate reload).
+    """
+
+    factory: SessionFactory
+
+    def __init__(
+        self,
+        context: ListenerOwner,
+        listener: StreamListener,
+        endpoint: IStreamServerEndpoint | None,
+        factory: SessionFactory,
+        alpnProtocols: tuple[bytes, ...] = (),
+    ) -> None:
+        super().__init__(context, listener, endpoint, factory)
+        self.alpnProtocols = alpnProtocols
 
     def reloadCertificate(self) -> bool:
         """
@@ -455,12 +550,15 @@ class DatagramListenerService(ListenerService):
     listener: DatagramListener
 
     def __init__(
-        self, context: ServiceContext, listener: DatagramListener, protocol: Any
+        self,
+        context: ListenerOwner,
+        listener: DatagramListener,
+        protocol: DatagramProtocol,
     ) -> None:
         super().__init__(context, listener)
         self.protocol = protocol
 
-    def _listen(self) -> Any:
+    def _listen(self) -> UDPPort:
         """
         Create, configure and bind the socket.
 
@@ -478,7 +576,7 @@ class DatagramListenerService(ListenerService):
         port.startListening()
         return port
 
-    def _adopt(self, fd: int, family: int) -> Any:
+    def _adopt(self, fd: int, family: int) -> UDPPort:
         """
         Serve a datagram socket passed by systemd (or by the main process).
 
@@ -490,28 +588,34 @@ class DatagramListenerService(ListenerService):
             self.context.reactor, fd, family, self.protocol, self.listener.maxPacketSize
         )
 
-    def _switchTo(self, port: Any) -> None:
+    def _switchTo(self, port: IListeningPort) -> None:
         """
         Deliver datagrams on an adopted port to this listener's protocol.
 
         @param port: The port.
         """
-        port.protocol.doStop()
-        port.protocol = self.protocol
-        port.maxPacketSize = self.listener.maxPacketSize
-        self.protocol.makeConnection(port)
+        # Every datagram port netd binds or adopts is a UDPPort; its protocol
+        # and packet size are udp.Port's attributes, not the interface's.
+        datagramPort = cast(udp.Port, port)
+        datagramPort.protocol.doStop()
+        datagramPort.protocol = self.protocol
+        datagramPort.maxPacketSize = self.listener.maxPacketSize
+        self.protocol.makeConnection(datagramPort)
         skt = getattr(port, "socket", None)
         if skt is not None and self.listener.kind == "udp":
             setReusePort(skt, self.listener.reusePort)
 
 
-def streamEndpoint(context: ServiceContext, listener: StreamListener) -> Any:
+def streamEndpoint(
+    context: ListenerOwner, listener: StreamListener
+) -> IStreamServerEndpoint | None:
     """
     The endpoint a stream listener binds through.
 
-    @param context: The service instance.
+    @param context: The service instance (only its reactor is used).
     @param listener: The listener.
-    @return: An L{IStreamServerEndpoint} provider.
+    @return: An L{IStreamServerEndpoint} provider, or L{None} for a
+        socket passed by systemd.
     """
     if listener.kind in ("tcp", "tcp6", "ssl"):
         assert listener.port is not None
@@ -531,7 +635,7 @@ def buildListenerService(
     context: ServiceContext,
     serviceType: ServiceType,
     listener: Listener,
-    streamFactory: Any = None,
+    streamFactory: IProtocolFactory | None = None,
 ) -> Service:
     """
     Build the service that binds one listener.
@@ -547,14 +651,16 @@ def buildListenerService(
         assert serviceType.buildDatagramProtocol is not None
         protocol = serviceType.buildDatagramProtocol(context, listener)
         return DatagramListenerService(context, listener, protocol)
+    assert streamFactory is not None, "a stream listener needs the stream factory"
     factory = streamFactory
     if listener.kind == "ssl":
-        factory = TLSMemoryBIOFactory(
+        tls = TLSMemoryBIOFactory(
             sslContextFactory(listener.description, serviceType.alpnProtocols),
             False,
             factory,
         )
-        factory.noisy = False
+        tls.noisy = False
+        factory = tls
     sessions = SessionFactory(factory, context, listener.description)
     return StreamListenerService(
         context,
@@ -578,19 +684,17 @@ class HeldSocketOwner:
     """
 
     name: str
-    reactor: Any
+    reactor: IListenerReactor
     ownPorts: set[int]
 
 
-class _HeldListener:
+class _HeldListener(ListenerService):
     """
     Mixed into a listener service of the main process of a netd with
     workers: it binds (or adopts a socket from systemd) exactly as the
     listener service it extends, then stops reading the socket, which is
     kept open for the workers to inherit.
     """
-
-    port: Any
 
     def bind(self) -> None:
         """
@@ -600,17 +704,28 @@ class _HeldListener:
         """
         if self.port is not None:
             return
-        super().bind()  # type: ignore[misc]
-        self.port.stopReading()
+        super().bind()
+        self._descriptor().stopReading()
+
+    def _descriptor(self) -> FileDescriptor:
+        """
+        @return: The bound port (netd's and Twisted's socket ports are all
+            file descriptors).
+        @raise RuntimeError: If there is none.
+        """
+        port = self.port
+        if not isinstance(port, FileDescriptor):
+            raise RuntimeError(f"{self.name} holds no socket")
+        return port
 
     def fileno(self) -> int:
         """
         @return: The bound socket's descriptor.
         """
-        return int(self.port.fileno())
+        return int(self._descriptor().fileno())
 
 
-class HeldStreamListenerService(_HeldListener, StreamListenerService):
+class HeldStreamListenerService(_HeldListener, _StreamPortService):
     """
     A stream socket bound by the main process for its workers.
     """
@@ -622,7 +737,9 @@ class HeldDatagramListenerService(_HeldListener, DatagramListenerService):
     """
 
 
-def buildHeldListenerService(owner: HeldSocketOwner, listener: Listener) -> Any:
+def buildHeldListenerService(
+    owner: HeldSocketOwner, listener: Listener
+) -> HeldStreamListenerService | HeldDatagramListenerService:
     """
     Build the service that binds one listener's socket in the main process
     of a netd with workers, the same way as L{buildListenerService} does,
@@ -633,13 +750,12 @@ def buildHeldListenerService(owner: HeldSocketOwner, listener: Listener) -> Any:
     @param listener: The listener.
     @return: A L{HeldStreamListenerService} or L{HeldDatagramListenerService}.
     """
-    context: Any = owner
     if isinstance(listener, DatagramListener):
         protocol = DatagramProtocol()
         protocol.noisy = False
-        return HeldDatagramListenerService(context, listener, protocol)
+        return HeldDatagramListenerService(owner, listener, protocol)
     factory = Factory.forProtocol(Protocol)
     factory.noisy = False
     return HeldStreamListenerService(
-        context, listener, streamEndpoint(context, listener), factory
+        owner, listener, streamEndpoint(owner, listener), factory
     )

@@ -36,18 +36,20 @@ from __future__ import annotations
 import errno
 import sys
 from select import EPOLLIN
-from typing import Any
+from typing import cast
 
 from twisted.application.reactors import installReactor
 from twisted.internet import epollreactor
+from twisted.internet.interfaces import ILoggingContext, IReactorCore, IReadDescriptor
 
 # Private Twisted API: see tests/test_twisted_canary.py.
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import context, log
+from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 
 
-def _logPrefix(selectable: Any) -> str:
+def _logPrefix(selectable: ILoggingContext) -> str:
     """
     A selectable's C{logPrefix}, as L{log.callWithLogger} would find it.
 
@@ -62,7 +64,7 @@ def _logPrefix(selectable: Any) -> str:
         return "(buggy logPrefix method)"
 
 
-class _PollContext(dict):  # type: ignore[type-arg]
+class _PollContext(dict[object, object]):
     """
     The context mapping L{NetdEPollReactor} pushes for one poll.
 
@@ -78,12 +80,12 @@ class _PollContext(dict):  # type: ignore[type-arg]
 
     __slots__ = ("base", "selectable")
 
-    def __init__(self, base: dict[str, Any]) -> None:
+    def __init__(self, base: dict[str, object]) -> None:
         super().__init__()
         self.base = base
-        self.selectable: Any = None
+        self.selectable: IReadDescriptor | None = None
 
-    def __missing__(self, key: Any) -> dict[str, Any]:
+    def __missing__(self, key: object) -> dict[str, object]:
         """
         Build the log context of the selectable being read.
 
@@ -140,6 +142,7 @@ class NetdEPollReactor(epollreactor.EPollReactor):
         slot = _PollContext(context.get(ILogContext))
         stack = context.theContextTracker.currentContext().contexts
         stack.append(slot)
+        why: BaseException | Failure | None
         try:
             for fd, event in events:
                 try:
@@ -191,7 +194,7 @@ class ReactorConflict(Exception):
     """
 
 
-def selectReactor(asked: str | None) -> Any:
+def selectReactor(asked: str | None) -> IReactorCore:
     """
     Make sure C{twistd netd} runs on the reactor it should.
 
@@ -220,4 +223,6 @@ def selectReactor(asked: str | None) -> Any:
             "another twistd plugin); remove that import, or choose the "
             "reactor explicitly with twistd --reactor=NAME (netd for netd's)"
         )
-    return reactor
+    # The module attribute is the installed reactor (as in
+    # twisted.application.reactors.installReactor).
+    return cast(IReactorCore, reactor)

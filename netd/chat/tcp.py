@@ -28,18 +28,16 @@ TLS) like every stream service's.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IAddress, IPushProducer, ISSLTransport
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.chat.commands import ChatServer, ChatSession, IChatFrontEnd
 from netd.chat.hub import EventBatch
-from netd.sessions import describePeer
+from netd.sessions import IStreamTransport, describePeer
 
 
 @implementer(IPushProducer)
@@ -99,6 +97,7 @@ class ChatLineProtocol(LineReceiver):
     """
 
     delimiter = b"\n"
+    transport: IStreamTransport
     session: ChatSession | None = None
     _out: list[bytes]
     _discarding = False
@@ -295,7 +294,7 @@ class ChatLineProtocol(LineReceiver):
             self.flush()
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         The client is gone: end its session.
 
@@ -306,7 +305,7 @@ class ChatLineProtocol(LineReceiver):
         self._out = []
 
 
-def _describeLoss(transport: Any, reason: Failure | None) -> str:
+def _describeLoss(transport: object, reason: Failure) -> str:
     """
     Say why a connection ended, for the part notice.
 
@@ -318,12 +317,12 @@ def _describeLoss(transport: Any, reason: Failure | None) -> str:
     closeReason = getattr(transport, "closeReason", None)
     if isinstance(closeReason, str):
         return closeReason
-    if reason is None or reason.check(ConnectionDone):
+    if reason.check(ConnectionDone):
         return "connection closed"
     return "connection lost"
 
 
-class ChatFactory(Factory):
+class ChatFactory(Factory[ChatLineProtocol]):
     """
     Builds a L{ChatLineProtocol} per connection, all sharing one
     L{ChatServer}.
@@ -336,7 +335,7 @@ class ChatFactory(Factory):
     def __init__(self, server: ChatServer) -> None:
         self.server = server
 
-    def buildProtocol(self, addr: Any) -> ChatLineProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ChatLineProtocol:
         """
         @param addr: The peer's address.
         @return: A protocol for it.

@@ -22,21 +22,22 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+from typing import cast
 from urllib.parse import urlsplit
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.util import redirectTo
-from twisted.web.websocket import WebSocketResource
+from twisted.web.websocket import WebSocketResource, WebSocketTransport
 from wsproto.utilities import LocalProtocolError
 from zope.interface import implementer
 
 from netd.chat.commands import ChatServer, ChatSession, IChatFrontEnd
 from netd.chat.hub import EventBatch
 from netd.chat.tcp import OutputGate
-from netd.sessions import describePeer
+from netd.sessions import IStreamTransport, describePeer
 
 STYLE = """
 html, body { margin: 0; height: 100%; font: 15px/1.4 system-ui, sans-serif; }
@@ -179,9 +180,9 @@ class ChatWebSocket:
     @ivar activity: Messages in and out so far (for the idle timeout).
     """
 
-    transport: Any = None
+    transport: WebSocketTransport | None = None
     activity = 0
-    _idleCheck: Any = None
+    _idleCheck: IDelayedCall | None = None
     _idleLooks = 4
 
     def __init__(self, server: ChatServer, request: Request, host: str) -> None:
@@ -201,12 +202,12 @@ class ChatWebSocket:
         self._delivered = False
         self._closed = False
         self._released = False
-        peer = request.channel.transport.getPeer()
+        peer = _connection(request).getPeer()
         self.session = ChatSession(server, self, describePeer(peer), "ws", echo=True)
 
     # WebSocketProtocol
 
-    def negotiationStarted(self, transport: Any) -> None:
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
         """
         The HTTP connection now carries this WebSocket: watch its input and
         its write buffer, and take over its timeout.
@@ -222,12 +223,12 @@ class ChatWebSocket:
         # parser by replacing the channel's dataReceived; wrap it to bound
         # how much a client may send without completing a message.
         self._parse = channel.dataReceived
-        channel.dataReceived = self._rawDataReceived
+        channel.dataReceived = self._rawDataReceived  # type: ignore[method-assign]  # as twisted.web's own upgrade does
         # The HTTP channel registered itself as its transport's producer (to
         # stop reading while a response is pending); it handles no more
         # requests, so the output gate takes its place.
         try:
-            channel.transport.unregisterProducer()
+            _connection(self.request).unregisterProducer()
         except RuntimeError:
             pass  # none was registered
         transport.attachProducer(self.gate)
@@ -420,10 +421,9 @@ class ChatWebSocket:
             return
         self._closed = True
         self._stopIdleCheck()
-        tcp = self.request.channel.transport
         if abort:
-            tcp.abortConnection()
-        else:
+            _connection(self.request).abortConnection()
+        elif self.transport is not None:
             self.transport.loseConnection(1000)
 
 
@@ -449,7 +449,7 @@ class ChatWebSocketResource(WebSocketResource):
         """
         return ChatWebSocket(self.chatServer, request, _clientHost(request))
 
-    def render_GET(self, request: Request) -> Any:
+    def render_GET(self, request: Request) -> bytes | int:
         """
         Check the origin and the session limits, then upgrade.
 
@@ -471,6 +471,18 @@ class ChatWebSocketResource(WebSocketResource):
             # The handshake failed: no protocol will release the admission.
             policy.release(host)
         return result
+
+
+def _connection(request: Request) -> IStreamTransport:
+    """
+    The connection under a request's HTTP channel.
+
+    @param request: A request still being handled, so connected.
+    @return: Its L{netd.sessions.Session}, or the TLS protocol around one.
+    """
+    transport = request.channel.transport
+    assert transport is not None, "the request's channel is not connected"
+    return cast(IStreamTransport, transport)
 
 
 def _clientHost(request: Request) -> str:

@@ -25,7 +25,7 @@ class DiscardDatagram(ServiceDatagramProtocol):
     """
 
 
-def buildStreamFactory(context: ServiceContext) -> Factory:
+def buildStreamFactory(context: ServiceContext) -> Factory[wire.Discard]:
     """
     @param context: The service instance.
     @return: A factory of L{wire.Discard} protocols.

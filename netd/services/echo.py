@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 import socket
 import os
-from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
@@ -29,6 +28,7 @@ from netd.descriptions import DatagramListener
 from netd.reflection import ReplyGuard, guardFor, guardSettings
 from netd.probe import ProbeFailed, ProbeTarget, receiveExactly, why
 from netd.servicetype import ServiceContext, ServiceType
+from netd.sessions import IStreamTransport
 
 
 @implementer(IHalfCloseableProtocol)
@@ -36,6 +36,8 @@ class Echo(wire.Echo):
     """
     RFC 862 over a stream, with flow control and half-close.
     """
+
+    transport: IStreamTransport
 
     def connectionMade(self) -> None:
         """
@@ -49,7 +51,7 @@ class Echo(wire.Echo):
         from the socket to C{write} with nothing in between.
         """
         self.transport.registerProducer(self.transport, True)
-        self.dataReceived = self.transport.write  # type: ignore[method-assign]
+        self.dataReceived = self.transport.write  # type: ignore[method-assign]  # shadowed for speed
 
     def readConnectionLost(self) -> None:
         """
@@ -80,7 +82,9 @@ class EchoDatagram(ServiceDatagramProtocol):
         super().__init__(context)
         self.guard = guard
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
+    def datagramReceived(
+        self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]
+    ) -> None:
         """
         Echo one datagram, unless the filter or the guard says no.
 
@@ -88,7 +92,8 @@ class EchoDatagram(ServiceDatagramProtocol):
         than through L{serviceDatagram}.
 
         @param data: The payload.
-        @param addr: The source C{(host, port, ...)}.
+        @param addr: The source C{(host, port)}, or C{(host, port, flowinfo,
+            scope)} for IPv6.
         """
         counters = self.counters
         counters.datagramsIn += 1
@@ -103,7 +108,7 @@ class EchoDatagram(ServiceDatagramProtocol):
         self.reply(data, addr)
 
 
-def buildStreamFactory(context: ServiceContext) -> Factory:
+def buildStreamFactory(context: ServiceContext) -> Factory[Echo]:
     """
     @param context: The service instance.
     @return: A factory of L{Echo} protocols.
