@@ -538,7 +538,27 @@ def _readLimits(
         for s in LIMIT_SETTINGS
     ]
     values = readTable(table, settings, path, problems)
-    return Limits(**{LIMIT_FIELDS[key]: value for key, value in values.items()})
+    limits = Limits(**{LIMIT_FIELDS[key]: value for key, value in values.items()})
+    for burst, rate, rateValue in (
+        (
+            "connection_burst",
+            "max_connections_per_second",
+            limits.maxConnectionsPerSecond,
+        ),
+        (
+            "connection_burst_per_peer",
+            "max_connections_per_second_per_peer",
+            limits.maxConnectionsPerSecondPerPeer,
+        ),
+    ):
+        if table.get(burst) and not rateValue:
+            problems.append(
+                Problem(
+                    joinPath(path, burst),
+                    f"has no effect without {rate} (set a rate, or remove it)",
+                )
+            )
+    return limits
 
 
 def _readService(

@@ -78,8 +78,9 @@ LIMITS_INTRODUCTION = """\
 One mechanism, honoured by every service type. `[netd.limits]` sets the defaults of every
 service; `[services.NAME.limits]` overrides them key by key for one service. A refused TCP
 client is closed at once, a refused datagram is ignored; both are counted and logged without
-flooding. `allow` and `deny` apply to UDP datagrams too; the session limits apply to stream
-sessions. With workers, each worker counts its own sessions. What each limit protects
+flooding. `allow` and `deny` apply to UDP datagrams too; the session limits and the
+connection rates apply to stream sessions (a UDP source's replies are bounded by the
+reflection guard's `udp_reply_rate` instead). With workers, each worker counts its own sessions. What each limit protects
 against is in [security](security.md).
 """
 
