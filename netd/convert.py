@@ -148,6 +148,18 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
+def _isAddress(text: str) -> bool:
+    """
+    @param text: A host field.
+    @return: Whether it is an IPv4 or IPv6 address.
+    """
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def listeners(
     socketType: str, families: Iterable[int], port: int, interface: str | None
 ) -> list[str]:
@@ -440,7 +452,15 @@ def inetdEntry(
                 f"{service!r} is neither a port number nor a service in /etc/services"
             )
         for host in hosts:
-            entry.listen.extend(listeners(socketType, families, port, host))
+            if host in (None, "*") or _isAddress(host):
+                entry.listen.extend(listeners(socketType, families, port, host))
+            else:
+                entry.notes.append(
+                    f"host {host!r}: netd listens on addresses, not names; "
+                    "add a listener with its address"
+                )
+        if not entry.listen:
+            return entry.skip(f"no address to listen on (host names: {hosts})")
         if socketType == "dgram":
             entry.name = f"{service}-udp"
     waitMatch = re.fullmatch(r"(wait|nowait)(?:\.(\d+))?", flags)

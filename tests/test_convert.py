@@ -437,10 +437,20 @@ class HandwrittenInetdTests(ConvertTestCase):
                 "nosuchservice",
             ),
             (24, "expected at least 6 fields", "broken\t\tstream\ttcp"),
+            (26, "no address to listen on", "mail.example:smtp"),
         ):
             self.assertIn(f"# {self.path}:{number}: not converted: {why}", self.text)
             self.assertIn(f"\n# {line}", self.text)
-        self.assertEqual(len(services(self.text)), 12)
+        self.assertEqual(len(services(self.text)), 13)
+        self.assertEqual(
+            block(self.text, "daytime-2"),
+            "[services.daytime-2]\n"
+            'type = "daytime"\n'
+            'listen = ["tcp:13:interface=127.0.0.2"]\n'
+            "# renamed to daytime-2: an earlier service is named daytime\n"
+            "# not converted: host 'localhost': netd listens on addresses, not "
+            "names; add a listener with its address",
+        )
 
     def test_onlyExecIsUnknownHere(self) -> None:
         """
