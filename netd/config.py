@@ -589,10 +589,36 @@ def _includeFile(
     return text, tuple(names)
 
 
+def _origin(path: str, included: list[Included]) -> tuple[str, int] | None:
+    """
+    Where a key path of the assembled document came from, if from an
+    included file.
+
+    @param path: A key path, e.g. C{services.echo.limits.max_sessions}.
+    @param included: The included files.
+    @return: The file and line (0 if not found), or L{None} if the path is
+        not in a service from an included file.
+    """
+    best: tuple[Included, str] | None = None
+    for entry in included:
+        for name in entry.services:
+            prefix = joinPath("services", name)
+            if path == prefix or path.startswith((prefix + ".", prefix + "[")):
+                if best is None or len(name) > len(best[1]):
+                    best = (entry, name)
+    if best is None:
+        return None
+    entry, name = best
+    rest = path[len(joinPath("services", name)) :]
+    keys = re.findall(r"\.([^.\[]+)", rest)
+    return entry.path, keyLine(entry.text, name, keys)
+
+
 def _placeProblem(problem: Problem, included: list[Included]) -> Problem:
     """
     Point a problem in a service from an included file at that file and
-    line.
+    line, and name the file of any other such service its message names
+    (e.g. the service whose address a listener repeats).
 
     @param problem: A problem found in the assembled document.
     @param included: The included files.
@@ -601,20 +627,21 @@ def _placeProblem(problem: Problem, included: list[Included]) -> Problem:
     """
     if problem.file:
         return problem
-    best: tuple[Included, str] | None = None
-    for entry in included:
-        for name in entry.services:
-            prefix = joinPath("services", name)
-            path = problem.path
-            if path == prefix or path.startswith((prefix + ".", prefix + "[")):
-                if best is None or len(name) > len(best[1]):
-                    best = (entry, name)
-    if best is None:
-        return problem
-    entry, name = best
-    rest = problem.path[len(joinPath("services", name)) :]
-    keys = [key for key in re.findall(r"\.([^.\[]+)", rest)]
-    return evolve(problem, file=entry.path, line=keyLine(entry.text, name, keys))
+    origin = _origin(problem.path, included)
+    if origin is not None:
+        problem = evolve(problem, file=origin[0], line=origin[1])
+    ownFile = problem.file
+
+    def locate(match: re.Match[str]) -> str:
+        where = _origin(match.group(0), included)
+        if where is None or where[0] == ownFile:
+            return match.group(0)
+        return f"{match.group(0)} in {where[0]}:{where[1]}"
+
+    message = re.sub(
+        r"\bservices\.[A-Za-z0-9][\w.-]*(?:\[\d+\])?", locate, problem.message
+    )
+    return evolve(problem, message=message)
 
 
 def _keyPattern(key: str) -> str:

@@ -286,6 +286,32 @@ class IncludeProblemTests(IncludeTestCase):
             ],
         )
 
+    def test_otherFileNamed(self) -> None:
+        """
+        A problem that names a service of another included file (the one
+        whose address a listener repeats) says which file and line that
+        service's key is on; one in the same file, or in the main file, is
+        named as before.
+        """
+        self.write(
+            "netd.toml",
+            '[netd]\ninclude = ["conf.d/*.toml"]\n' + service("main", port=7008),
+        )
+        self.write("conf.d/a.toml", "\n" + service("a", port=7007))
+        self.write("conf.d/b.toml", service("b", port=7007) + service("c", port=7008))
+        a, b = self.path("conf.d/a.toml"), self.path("conf.d/b.toml")
+        self.assertEqual(
+            self.problems(),
+            [
+                f"{b}:3: services.b.listen[0]: 'tcp:7007:interface=127.0.0.1' is "
+                f"the same address as services.a.listen[0] in {a}:4 "
+                "('tcp:7007:interface=127.0.0.1')",
+                f"{b}:6: services.c.listen[0]: 'tcp:7008:interface=127.0.0.1' is "
+                "the same address as services.main.listen[0] "
+                "('tcp:7008:interface=127.0.0.1')",
+            ],
+        )
+
     def test_invalidToml(self) -> None:
         """
         A drop-in that is not TOML is named, with the parser's line.
