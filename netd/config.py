@@ -498,6 +498,15 @@ def _include(
     for index, pattern in enumerate(patterns):
         full = os.path.join(base, pattern)
         paths = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        if paths == [full] and os.path.isdir(full):
+            problems.append(
+                Problem(
+                    joinPath("netd.include", index),
+                    f"{pattern!r} is a directory (include its files with a "
+                    f"pattern such as {os.path.join(pattern, '*.toml')!r})",
+                )
+            )
+            continue
         for path in paths:
             if os.path.abspath(path) in seen or os.path.isdir(path):
                 continue

@@ -171,6 +171,19 @@ class IncludeTests(IncludeTestCase):
             ],
         )
 
+    def test_directoryNamed(self) -> None:
+        """
+        Naming a directory instead of a pattern says what to write instead.
+        """
+        main = self.write("netd.toml", '[netd]\ninclude = ["conf.d"]\n' + service("e"))
+        self.assertEqual(
+            self.problems(),
+            [
+                f"{main}: netd.include[0]: 'conf.d' is a directory (include its "
+                "files with a pattern such as 'conf.d/*.toml')"
+            ],
+        )
+
     def test_mainFileNotReadTwice(self) -> None:
         """
         A pattern that matches the main file itself (or a file twice) reads
