@@ -38,12 +38,11 @@ class FragmentTests(SynchronousTestCase):
         """
         Every fragment is named C{<issue>.<type>} (an issue number and one of
         the configured types), or C{<issue>.<type>.<n>} when one issue has
-        several of a type (towncrier's counter; a word such as C{rate} works
-        too), and says something unless it is C{misc}.
+        several of a type (towncrier's counter: a number, since towncrier
+        ignores any other suffix and then refuses two files for one
+        C{<issue>.<type>}), and says something unless it is C{misc}.
         """
-        pattern = re.compile(
-            r"^[1-9][0-9]*\.(%s)(\.[A-Za-z0-9][A-Za-z0-9_-]*)?$" % "|".join(TYPES)
-        )
+        pattern = re.compile(r"^[1-9][0-9]*\.(%s)(\.[0-9]+)?$" % "|".join(TYPES))
         for name in os.listdir(FRAGMENTS):
             if name.startswith("."):
                 continue
