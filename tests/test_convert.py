@@ -17,6 +17,7 @@ import subprocess
 import tomllib
 
 from twisted.internet.threads import deferToThread
+from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netd.config import ConfigError, parseConfig
@@ -763,7 +764,7 @@ class CommandLineTests(SynchronousTestCase):
         """
         options = Options()
         e = self.assertRaises(
-            Exception,
+            usage.UsageError,
             options.parseOptions,
             ["--convert-inetd", "a", "--convert-xinetd", "b"],
         )
