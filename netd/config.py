@@ -14,11 +14,17 @@ The file is TOML::
 L{loadConfig} reads a file (or the embedded default) and returns a
 L{NetdConfig}, or raises L{ConfigError} listing every problem at once, each
 naming the file and the key path. Nothing here binds or writes anything.
+
+C{include = ["conf.d/*.toml"]} in C{[netd]} adds the services of other files
+(L{_include}), which are validated with the main file's as one document; a
+problem in one of them names that file and its line. So C{--check}, start-up
+and every reload see the whole set through L{parseConfig} alone.
 """
 
 from __future__ import annotations
 
 import difflib
+import glob
 import grp
 import ipaddress
 import os
@@ -30,7 +36,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from netd.descriptions import (
     REUSE_PORT_KINDS,
@@ -54,6 +60,7 @@ from netd.settings import (
     readTable,
     unknownKey,
 )
+from netd.tomltext import dumpDocument
 
 EMBEDDED_DEFAULT = "<embedded default>"
 
@@ -106,7 +113,10 @@ class NetdConfig:
         main process serves them itself), or C{"auto"} for one per CPU
         this process may run on (see L{resolveWorkers}).
     @ivar text: The TOML text it was read from, exactly as validated (what
-        worker processes are given); not part of its value.
+        worker processes are given); with C{include}, the main file and every
+        included file as one document, without C{include}. Not part of its
+        value.
+    @ivar included: The files C{include} added, in the order they were read.
     """
 
     source: str
@@ -123,6 +133,7 @@ class NetdConfig:
     logSyslog: bool = False
     workers: int | str = 1
     text: str = field(default="", eq=False, repr=False)
+    included: tuple[str, ...] = field(default=(), eq=False)
 
 
 MAX_WORKERS = 256
@@ -219,7 +230,35 @@ def _absolutePath(value: Any) -> str:
     return value
 
 
+def _includePatterns(value: Any) -> tuple[str, ...]:
+    """
+    Accept the C{include} list: file names or glob patterns.
+
+    @param value: The raw value.
+    @return: The patterns.
+    @raise ValueError: If it is not an array of non-empty strings.
+    """
+    if not isinstance(value, list):
+        raise ValueError(
+            f'expected an array of file patterns (e.g. ["conf.d/*.toml"]), '
+            f"got {describe(value)}"
+        )
+    for index, entry in enumerate(value):
+        if not isinstance(entry, str) or not entry:
+            raise ValueError(
+                f"entry {index}: expected a non-empty string, got {describe(entry)}"
+            )
+    return tuple(value)
+
+
 GLOBAL_SETTINGS = (
+    Setting(
+        "include",
+        (),
+        _includePatterns,
+        "files (glob patterns, relative to this file's directory) whose "
+        "[services.NAME] tables are added, read in name order",
+    ),
     Setting(
         "user",
         None,
@@ -302,18 +341,21 @@ class ConfigError(Exception):
 
     def lines(self) -> list[str]:
         """
-        One line per problem: C{FILE: KEY.PATH: what is wrong}.
+        One line per problem: C{FILE: KEY.PATH: what is wrong}, or
+        C{FILE:LINE: KEY.PATH: what is wrong} for a problem in an included
+        file.
 
         @return: The lines.
         """
-        return [
-            (
-                f"{self.source}: {p.path}: {p.message}"
-                if p.path
-                else f"{self.source}: {p.message}"
+        lines = []
+        for p in self.problems:
+            where = p.file or self.source
+            if p.line:
+                where = f"{where}:{p.line}"
+            lines.append(
+                f"{where}: {p.path}: {p.message}" if p.path else f"{where}: {p.message}"
             )
-            for p in self.problems
-        ]
+        return lines
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -369,10 +411,329 @@ def parseConfig(types: Mapping[str, ServiceType], text: str, source: str) -> Net
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [Problem("", f"invalid TOML: {e}")])
     problems: list[Problem] = []
+    netd = document.get("netd")
+    included: list[Included] = []
+    if isinstance(netd, dict) and "include" in netd:
+        document = _include(document, source, text, included, problems)
+        text = dumpDocument(document)
     config = _readDocument(types, document, source, text, problems)
+    if included:
+        problems[:] = [_placeProblem(problem, included) for problem in problems]
+        config = evolve(config, included=tuple(i.path for i in included))
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+@frozen
+class Included:
+    """
+    A file read because of C{include}.
+
+    @ivar path: Its path.
+    @ivar text: Its text.
+    @ivar services: The names of the services it defines.
+    """
+
+    path: str
+    text: str
+    services: tuple[str, ...]
+
+
+def _readText(path: str) -> tuple[str | None, str | None]:
+    """
+    Read a UTF-8 text file.
+
+    @param path: The file.
+    @return: C{(text, None)}, or C{(None, why not)}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return None, f"cannot read the file: {e.strerror}"
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text ({e.reason} at byte {e.start})"
+
+
+def _include(
+    document: dict[str, Any],
+    source: str,
+    text: str,
+    included: list[Included],
+    problems: list[Problem],
+) -> dict[str, Any]:
+    """
+    Add the services of the files C{[netd] include} names.
+
+    Each pattern is a file name or a glob, relative to the directory of
+    C{source}; the files a glob matches are read in name order, each once
+    (the main file never). An included file holds C{[services.NAME]} tables
+    only, and a service is defined in one file only.
+
+    @param document: The main file's document.
+    @param source: The main file.
+    @param text: Its text (for the lines of its services).
+    @param included: Where the files read are appended.
+    @param problems: Where problems are appended, each naming its file.
+    @return: The document with every service and without C{include} (what
+        L{NetdConfig.text} holds); C{document} itself if the patterns or the
+        main file's services are not readable (then L{readTable} or
+        L{_readDocument} report why).
+    """
+    netd = dict(document["netd"])
+    try:
+        patterns = _includePatterns(netd.pop("include"))
+    except ValueError:
+        return document
+    services = document.get("services", {})
+    if not isinstance(services, dict):
+        return document
+    merged = dict(services)
+    definedIn = {name: (source, serviceLine(text, name)) for name in services}
+    base = os.path.dirname(os.path.abspath(source))
+    seen = {os.path.abspath(source)}
+    for index, pattern in enumerate(patterns):
+        full = os.path.join(base, pattern)
+        paths = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        if paths == [full] and os.path.isdir(full):
+            problems.append(
+                Problem(
+                    joinPath("netd.include", index),
+                    f"{pattern!r} is a directory (include its files with a "
+                    f"pattern such as {os.path.join(pattern, '*.toml')!r})",
+                )
+            )
+            continue
+        for path in paths:
+            if os.path.abspath(path) in seen or os.path.isdir(path):
+                continue
+            seen.add(os.path.abspath(path))
+            names = _includeFile(
+                path, f"netd.include[{index}]", merged, definedIn, problems
+            )
+            if names is not None:
+                included.append(Included(path, names[0], names[1]))
+    result = dict(document)
+    result["netd"] = netd
+    result["services"] = merged
+    return result
+
+
+def _includeFile(
+    path: str,
+    includedBy: str,
+    merged: dict[str, Any],
+    definedIn: dict[str, tuple[str, int]],
+    problems: list[Problem],
+) -> tuple[str, tuple[str, ...]] | None:
+    """
+    Read one included file and add its services.
+
+    @param path: The file.
+    @param includedBy: The C{include} entry that named it, for messages.
+    @param merged: The services so far, by name (extended here).
+    @param definedIn: The file and line of each service so far (extended).
+    @param problems: Where problems are appended.
+    @return: The file's text and the names of the services it added, or
+        L{None} if it could not be read.
+    """
+    text, why = _readText(path)
+    if text is None:
+        problems.append(Problem("", f"{why} (named by {includedBy})", file=path))
+        return None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        problems.append(Problem("", f"invalid TOML: {e}", file=path))
+        return None
+    for key in document:
+        if key == "netd":
+            problems.append(
+                Problem(
+                    "netd",
+                    "[netd] settings belong in the main file; an included "
+                    "file only adds [services.NAME] tables",
+                    file=path,
+                    line=_headerLine(text, ["netd"]),
+                )
+            )
+        elif key != "services":
+            problems.append(
+                Problem(
+                    key,
+                    "unknown key (an included file only adds [services.NAME] tables)",
+                    file=path,
+                )
+            )
+    services = document.get("services", {})
+    if not isinstance(services, dict):
+        problems.append(
+            Problem(
+                "services", f"expected a table, got {describe(services)}", file=path
+            )
+        )
+        return text, ()
+    names = []
+    for name, table in services.items():
+        line = serviceLine(text, name)
+        if name in definedIn:
+            otherFile, otherLine = definedIn[name]
+            where = f"{otherFile}:{otherLine}" if otherLine else otherFile
+            problems.append(
+                Problem(
+                    joinPath("services", name),
+                    f"defined twice: also in {where} (a service is defined in "
+                    "one file only; rename one of them)",
+                    file=path,
+                    line=line,
+                )
+            )
+            continue
+        definedIn[name] = (path, line)
+        merged[name] = table
+        names.append(name)
+    return text, tuple(names)
+
+
+def _origin(path: str, included: list[Included]) -> tuple[str, int] | None:
+    """
+    Where a key path of the assembled document came from, if from an
+    included file.
+
+    @param path: A key path, e.g. C{services.echo.limits.max_sessions}.
+    @param included: The included files.
+    @return: The file and line (0 if not found), or L{None} if the path is
+        not in a service from an included file.
+    """
+    best: tuple[Included, str] | None = None
+    for entry in included:
+        for name in entry.services:
+            prefix = joinPath("services", name)
+            if path == prefix or path.startswith((prefix + ".", prefix + "[")):
+                if best is None or len(name) > len(best[1]):
+                    best = (entry, name)
+    if best is None:
+        return None
+    entry, name = best
+    rest = path[len(joinPath("services", name)) :]
+    keys = re.findall(r"\.([^.\[]+)", rest)
+    return entry.path, keyLine(entry.text, name, keys)
+
+
+def _placeProblem(problem: Problem, included: list[Included]) -> Problem:
+    """
+    Point a problem in a service from an included file at that file and
+    line, and name the file of any other such service its message names
+    (e.g. the service whose address a listener repeats).
+
+    @param problem: A problem found in the assembled document.
+    @param included: The included files.
+    @return: The problem, with its file and line if its service came from
+        an included file.
+    """
+    if problem.file:
+        return problem
+    origin = _origin(problem.path, included)
+    if origin is not None:
+        problem = evolve(problem, file=origin[0], line=origin[1])
+    ownFile = problem.file
+
+    def locate(match: re.Match[str]) -> str:
+        where = _origin(match.group(0), included)
+        if where is None or where[0] == ownFile:
+            return match.group(0)
+        return f"{match.group(0)} in {where[0]}:{where[1]}"
+
+    message = re.sub(
+        r"\bservices\.[A-Za-z0-9][\w.-]*(?:\[\d+\])?", locate, problem.message
+    )
+    return evolve(problem, message=message)
+
+
+def _keyPattern(key: str) -> str:
+    """
+    @param key: A TOML key.
+    @return: A regular expression matching it bare or quoted.
+    """
+    quoted = re.escape(key)
+    return rf"(?:{quoted}|\"{quoted}\"|'{quoted}')"
+
+
+def _headerLine(text: str, keys: list[str]) -> int:
+    """
+    Find a table header such as C{[services.echo.limits]}.
+
+    @param text: TOML text.
+    @param keys: The header's keys.
+    @return: Its line number (from 1), or 0.
+    """
+    dotted = r"[ \t]*\.[ \t]*".join(_keyPattern(key) for key in keys)
+    match = re.search(rf"^[ \t]*\[[ \t]*{dotted}[ \t]*\]", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else 0
+
+
+def _keyInTable(text: str, headerLine: int, key: str) -> int:
+    """
+    Find a key (or a dotted key starting with it) in the table whose header
+    is on C{headerLine}.
+
+    @param text: TOML text.
+    @param headerLine: The table header's line (from 1).
+    @param key: The key.
+    @return: Its line number (from 1), or 0.
+    """
+    lines = text.splitlines()
+    pattern = re.compile(rf"^\s*{_keyPattern(key)}\s*[=.]")
+    for number in range(headerLine, len(lines)):
+        line = lines[number]
+        if line.lstrip().startswith("["):
+            break
+        if pattern.match(line):
+            return number + 1
+    return 0
+
+
+def serviceLine(text: str, name: str) -> int:
+    """
+    The line where a service is defined.
+
+    @param text: A configuration file's text.
+    @param name: The service name.
+    @return: The line of its C{[services.NAME]} header (or of its first
+        dotted key), from 1; 0 if it cannot be found.
+    """
+    line = _headerLine(text, ["services", name])
+    if line:
+        return line
+    pattern = re.compile(rf"^\s*(?:services\s*\.\s*)?{_keyPattern(name)}\s*[=.]")
+    for number, candidate in enumerate(text.splitlines()):
+        if pattern.match(candidate):
+            return number + 1
+    return 0
+
+
+def keyLine(text: str, name: str, keys: list[str]) -> int:
+    """
+    The line of a key in a service's tables, as near as can be found.
+
+    @param text: A configuration file's text.
+    @param name: The service name.
+    @param keys: The key path under C{services.NAME}, e.g. C{["limits",
+        "idle_timeout"]}; empty for the service itself.
+    @return: The key's line, else its table's, else the service's (from 1);
+        0 if none is found.
+    """
+    line = serviceLine(text, name)
+    if not keys or not line:
+        return line
+    if len(keys) > 1:
+        subTable = _headerLine(text, ["services", name, keys[0]])
+        if subTable:
+            return _keyInTable(text, subTable, keys[1]) or subTable
+    return _keyInTable(text, line, keys[0]) or line
 
 
 def _table(
@@ -538,7 +899,27 @@ def _readLimits(
         for s in LIMIT_SETTINGS
     ]
     values = readTable(table, settings, path, problems)
-    return Limits(**{LIMIT_FIELDS[key]: value for key, value in values.items()})
+    limits = Limits(**{LIMIT_FIELDS[key]: value for key, value in values.items()})
+    for burst, rate, rateValue in (
+        (
+            "connection_burst",
+            "max_connections_per_second",
+            limits.maxConnectionsPerSecond,
+        ),
+        (
+            "connection_burst_per_peer",
+            "max_connections_per_second_per_peer",
+            limits.maxConnectionsPerSecondPerPeer,
+        ),
+    ):
+        if table.get(burst) and not rateValue:
+            problems.append(
+                Problem(
+                    joinPath(path, burst),
+                    f"has no effect without {rate} (set a rate, or remove it)",
+                )
+            )
+    return limits
 
 
 def _readService(

@@ -46,7 +46,7 @@ The file is TOML. `etc/netd.toml` is a commented example of every key; it runs a
 Without `--config`, netd runs its embedded default (`netd/default.toml`).
 
 ```toml
-[netd]                  # global settings
+[netd]                  # global settings (include = ["conf.d/*.toml"]: drop-in files)
 [netd.limits]           # default limits for every service
 [services.NAME]         # any number of named instances
 type = "echo"
@@ -58,7 +58,8 @@ Validation happens before anything is bound and reports every problem at once, e
 `FILE: key.path: what is wrong`, e.g.
 `etc/netd.toml: services.echo.listen[1]: 'udp:70000': port 70000 is out of range (0 to 65535)`.
 Unknown keys get a did-you-mean. `twistd netd --check --config FILE` validates a file without
-binding anything.
+binding anything. A problem in a file added by `include` names that file and its line:
+`FILE:LINE: key.path: what is wrong`.
 
 In the tables, *type* is what the key accepts (the converter's own words) and *default* is
 the value used when the key is absent.
@@ -78,8 +79,9 @@ LIMITS_INTRODUCTION = """\
 One mechanism, honoured by every service type. `[netd.limits]` sets the defaults of every
 service; `[services.NAME.limits]` overrides them key by key for one service. A refused TCP
 client is closed at once, a refused datagram is ignored; both are counted and logged without
-flooding. `allow` and `deny` apply to UDP datagrams too; the session limits apply to stream
-sessions. With workers, each worker counts its own sessions. What each limit protects
+flooding. `allow` and `deny` apply to UDP datagrams too; the session limits and the
+connection rates apply to stream sessions (a UDP source's replies are bounded by the
+reflection guard's `udp_reply_rate` instead). With workers, each worker counts its own sessions. What each limit protects
 against is in [security](security.md).
 """
 

@@ -12,7 +12,8 @@ applies the classic inetd rules and a per-source budget before any reply:
   - never answer one of netd's own listening ports (two netd services, or
     two netd hosts, would otherwise talk to each other forever);
   - at most C{rate} replies per second to one source address, with bursts of
-    C{burst}, metered with GCRA (one float per address).
+    C{burst}, metered with GCRA (one float per address, see
+    L{netd.ratelimit.RateMeter}).
 
 Every UDP service that answers declares L{guardSettings} among its settings
 and builds its guard with L{guardFor}, so the rules and their keys are the
@@ -26,10 +27,9 @@ from collections.abc import Callable, Set
 from typing import Any
 
 from netd.datagrams import ServiceDatagramProtocol
+from netd.ratelimit import RateMeter
 from netd.servicetype import ServiceContext
 from netd.settings import Setting, boolean, integer, number
-
-_SWEEP_EVERY = 1.0
 
 
 class ReplyGuard:
@@ -61,14 +61,7 @@ class ReplyGuard:
         """
         self.minSourcePort = max(1, minSourcePort)
         self.ownPorts = ownPorts
-        self._interval = 1.0 / rate
-        # Exactly `burst` replies fit back to back; the half interval of slack
-        # keeps float rounding from costing one of them.
-        self._tolerance = self._interval * (burst - 0.5)
-        self._clock = clock
-        self._maxSources = maxSources
-        self._theoreticalArrival: dict[str, float] = {}
-        self._lastSweep = 0.0
+        self._meter = RateMeter(rate, burst, clock, maxSources)
 
     def check(self, host: str, port: int) -> str | None:
         """
@@ -82,39 +75,15 @@ class ReplyGuard:
             return "source port 0" if port == 0 else "privileged source port"
         if port in self.ownPorts:
             return "source is a netd service port"
-        now = self._clock()
-        arrivals = self._theoreticalArrival
-        tat = arrivals.get(host)
-        if tat is None:
-            if len(arrivals) >= self._maxSources:
-                self._makeRoom(now)
-            tat = now
-        elif tat < now:
-            tat = now
-        elif tat - now > self._tolerance:
+        if not self._meter.take(host):
             return "reply budget exceeded"
-        arrivals[host] = tat + self._interval
         return None
-
-    def _makeRoom(self, now: float) -> None:
-        """
-        Forget sources whose budget is full again, or else the oldest one.
-
-        @param now: The current time.
-        """
-        arrivals = self._theoreticalArrival
-        if now - self._lastSweep >= _SWEEP_EVERY:
-            self._lastSweep = now
-            for host in [h for h, tat in arrivals.items() if tat <= now]:
-                del arrivals[host]
-        if len(arrivals) >= self._maxSources:
-            del arrivals[next(iter(arrivals))]
 
     def tracked(self) -> int:
         """
         @return: How many source addresses have budget state.
         """
-        return len(self._theoreticalArrival)
+        return self._meter.tracked()
 
 
 def guardSettings() -> tuple[Setting, ...]:

@@ -29,10 +29,15 @@ class Problem:
     @ivar path: The key path, such as C{services.echo.listen[1]}, or C{""}
         when the problem concerns the whole file.
     @ivar message: What is wrong, in words a user can act on.
+    @ivar file: The file it is in, when that is not the main configuration
+        file (an included one, see C{include}); C{""} for the main file.
+    @ivar line: The line in L{file} it is on, or 0 if not known.
     """
 
     path: str
     message: str
+    file: str = ""
+    line: int = 0
 
 
 @frozen

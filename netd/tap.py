@@ -27,6 +27,7 @@ from netd.config import (
     lookupUser,
     resolveWorkers,
 )
+from netd.convert import ConvertError, convertInetd, convertXinetd
 from netd.daemon import NetdService
 from netd.logsetup import destinations
 from netd.privileges import Account, resolveAccount
@@ -47,7 +48,10 @@ class Options(usage.Options):
     The options of C{twistd netd}.
     """
 
-    synopsis = "[--config FILE] [--check [--probe]] [--allow-root]"
+    synopsis = (
+        "[--config FILE] [--check [--probe]] [--allow-root] | "
+        "--convert-inetd FILE | --convert-xinetd DIR-or-FILE"
+    )
 
     optParameters = [
         [
@@ -56,6 +60,22 @@ class Options(usage.Options):
             None,
             "The TOML configuration file. Without it netd serves its embedded "
             "default: every service on 127.0.0.1 at unprivileged ports.",
+        ],
+        [
+            "convert-inetd",
+            None,
+            None,
+            "Print the netd configuration equivalent to an inetd.conf FILE on "
+            "stdout and exit; what cannot be converted is kept as a comment "
+            "saying why.",
+        ],
+        [
+            "convert-xinetd",
+            None,
+            None,
+            "Print the netd configuration equivalent to an xinetd.conf FILE "
+            "(with its include and includedir) or an xinetd.d DIRECTORY on "
+            "stdout and exit.",
         ],
     ]
 
@@ -83,7 +103,13 @@ class Options(usage.Options):
         ],
     ]
 
-    compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.toml")})
+    compData = usage.Completions(
+        optActions={
+            "config": usage.CompleteFiles("*.toml"),
+            "convert-inetd": usage.CompleteFiles(),
+            "convert-xinetd": usage.CompleteFiles(),
+        }
+    )
 
     longdesc = (
         "netd hosts any number of service instances in one process, each on "
@@ -108,7 +134,11 @@ class Options(usage.Options):
         "epoll netd keeps Twisted's). "
         "Logs: log_file/log_format/log_syslog in [netd]; with "
         "twistd --logger netd.logsetup.observer the configuration alone "
-        "decides; twistd --logger netd.logs.json for JSON on stdout. Exit "
+        "decides; twistd --logger netd.logs.json for JSON on stdout. "
+        "--convert-inetd FILE and --convert-xinetd DIR-or-FILE print the "
+        "netd configuration equivalent to an inetd.conf or xinetd "
+        "configuration (built-ins, programs as exec services, redirect as "
+        "forward, access lists, instances, per_source and cps as limits). Exit "
         "status: 78 invalid configuration, 71 cannot bind or drop privileges, "
         "69 a probe failed."
     )
@@ -134,6 +164,8 @@ class Options(usage.Options):
         @raise usage.UsageError: If another reactor was installed first and
             not asked for with C{twistd --reactor}.
         """
+        if self["convert-inetd"] or self["convert-xinetd"]:
+            self._convert()
         _selectReactor(self.parent)
         try:
             config = loadConfig(serviceTypes(), self["config"])
@@ -176,6 +208,31 @@ class Options(usage.Options):
                 self.stdout.flush()
                 raise SystemExit(EX_UNAVAILABLE if failed else 0)
             raise SystemExit(0)
+
+    def _convert(self) -> None:
+        """
+        Print the conversion C{--convert-inetd} or C{--convert-xinetd} asks
+        for (L{netd.convert}) and exit.
+
+        @raise SystemExit: 0 once printed, 78 if the file cannot be read.
+        @raise usage.UsageError: If both options are given.
+        """
+        if self["convert-inetd"] and self["convert-xinetd"]:
+            raise usage.UsageError(
+                "--convert-inetd and --convert-xinetd: convert one at a time"
+            )
+        try:
+            if self["convert-inetd"]:
+                text = convertInetd(self["convert-inetd"])
+            else:
+                text = convertXinetd(self["convert-xinetd"])
+        except ConvertError as e:
+            self.stderr.write(f"netd: {e}\n")
+            self.stderr.flush()
+            raise SystemExit(EX_CONFIG)
+        self.stdout.write(text)
+        self.stdout.flush()
+        raise SystemExit(0)
 
 
 def _selectReactor(twistdOptions: Any) -> None:

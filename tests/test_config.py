@@ -1208,6 +1208,10 @@ class LimitsTests(ConfigTestCase):
                 "max_bytes": 0,
                 "allow": (),
                 "deny": (),
+                "max_connections_per_second": 0.0,
+                "connection_burst": 0,
+                "max_connections_per_second_per_peer": 0.0,
+                "connection_burst_per_peer": 0,
             },
         )
         globalDefaults = {s.key: s.default for s in GLOBAL_SETTINGS}
@@ -1222,6 +1226,55 @@ class LimitsTests(ConfigTestCase):
                 "reuse_port": False,
                 "stats_interval": 60.0,
             },
+        )
+
+    def test_connectionRates(self) -> None:
+        """
+        The connection-rate limits are read per service over
+        C{[netd.limits]}; rates may be fractions.
+        """
+        limits = service("""
+            [netd.limits]
+            max_connections_per_second_per_peer = 0.5
+            [services.a]
+            type = "echo"
+            listen = ["tcp:0"]
+            [services.a.limits]
+            max_connections_per_second = 200
+            connection_burst = 50
+            connection_burst_per_peer = 3
+            """).limits
+        self.assertEqual(
+            (
+                limits.maxConnectionsPerSecond,
+                limits.connectionBurst,
+                limits.maxConnectionsPerSecondPerPeer,
+                limits.connectionBurstPerPeer,
+            ),
+            (200.0, 50, 0.5, 3),
+        )
+
+    def test_burstWithoutRate(self) -> None:
+        """
+        A burst with no rate to go with it is reported, naming the rate
+        setting it needs; a bad rate names its key.
+        """
+        self.assertProblems(
+            """
+            [services.a]
+            type = "echo"
+            listen = ["tcp:0"]
+            [services.a.limits]
+            connection_burst = 5
+            connection_burst_per_peer = 2
+            max_connections_per_second = -1
+            """,
+            "services.a.limits.max_connections_per_second: -1 is out of range "
+            "(0 to 1e+09)",
+            "services.a.limits.connection_burst: has no effect without "
+            "max_connections_per_second (set a rate, or remove it)",
+            "services.a.limits.connection_burst_per_peer: has no effect without "
+            "max_connections_per_second_per_peer (set a rate, or remove it)",
         )
 
     def test_allowDeny(self) -> None:

@@ -36,11 +36,13 @@ class FragmentTests(SynchronousTestCase):
 
     def test_names(self) -> None:
         """
-        Every fragment is named C{<issue>.<type>[.<counter>]} (an issue number, one of
-        the configured types and, for a second fragment of the same kind, a
-        counter, as towncrier allows), and says something unless it is C{misc}.
+        Every fragment is named C{<issue>.<type>} (an issue number and one of
+        the configured types), or C{<issue>.<type>.<n>} when one issue has
+        several of a type (towncrier's counter: a number, since towncrier
+        ignores any other suffix and then refuses two files for one
+        C{<issue>.<type>}), and says something unless it is C{misc}.
         """
-        pattern = re.compile(r"^[1-9][0-9]*\.(%s)(\.[1-9][0-9]*)?$" % "|".join(TYPES))
+        pattern = re.compile(r"^[1-9][0-9]*\.(%s)(\.[0-9]+)?$" % "|".join(TYPES))
         for name in os.listdir(FRAGMENTS):
             if name.startswith("."):
                 continue
