@@ -44,6 +44,8 @@ from netd.listeners import (
     socketKey,
 )
 from netd.logsetup import LogDestinations
+from netd.metrics import MetricsService, collectSeries
+from netd.counters import Series
 from netd.policy import SessionPolicy
 from netd.privileges import (
     Account,
@@ -262,6 +264,7 @@ class NetdService(MultiService):
         self._handedOver: list[str] = []
         self._savedHandlers: dict[int, Any] = {}
         self._buildServices(config)
+        self._buildMetrics(config)
 
     def _buildServices(self, config: NetdConfig) -> None:
         """
@@ -271,6 +274,27 @@ class NetdService(MultiService):
         """
         for service in config.services:
             self._buildInstance(service, config, self.instances).setServiceParent(self)
+
+    def _buildMetrics(self, config: NetdConfig) -> None:
+        """
+        Build the metrics endpoint, if C{[netd.metrics]} has listeners.
+
+        @param config: The configuration.
+        """
+        if config.metrics is not None:
+            MetricsService(
+                config.metrics,
+                self.metricsSeries,
+                self.ownPorts,
+                self.reactor,
+                config.statsInterval,
+            ).setServiceParent(self)
+
+    def metricsSeries(self) -> list[Series]:
+        """
+        @return: What the metrics endpoint reports: this process's services.
+        """
+        return collectSeries(self.instances.values())
 
     def _buildInstance(
         self,
