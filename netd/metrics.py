@@ -394,8 +394,11 @@ class _Index(Resource):
         """
         @param path: A path segment.
         @param request: The request.
-        @return: Not found, for anything but C{/metrics}.
+        @return: This page for C{/}; not found for anything but
+            C{/metrics}.
         """
+        if path == b"":
+            return self
         return NoResource()
 
 

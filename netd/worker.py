@@ -42,6 +42,7 @@ from netd.config import ConfigError, NetdConfig, ServiceConfig, parseConfig
 from netd.services import serviceTypes
 from netd.daemon import NetdService, ServiceInstance
 from netd.listeners import listenerName
+from netd.metrics import MetricsReporter
 from netd.servicetype import ServiceContext
 
 CONTROL_FD = 0
@@ -101,10 +102,13 @@ def servedConfig(config: NetdConfig, sockets: Mapping[str, int]) -> NetdConfig:
 
     @param config: The whole configuration.
     @param sockets: Its sockets, by listener service name.
-    @return: The configuration, with only those services.
+    @return: The configuration, with only those services, and no metrics
+        endpoint (the main process serves it; L{MetricsReporter} sends it
+        this worker's series).
     """
     return evolve(
         config,
+        metrics=None,
         services=tuple(
             service
             for service in config.services
@@ -457,6 +461,10 @@ def main() -> None:
         ownPorts=tuple(header.get("ownPorts", ())),
         handleSignals=True,
     )
+    if config.metrics is not None:
+        MetricsReporter(service.metricsSeries, events.send, reactor).setServiceParent(
+            service
+        )
     service.startService()
     control = ControlReader(CONTROL_FD, service, reactor)
     control.startReading()

@@ -61,6 +61,8 @@ from twisted.python.failure import Failure
 from netd.config import EMBEDDED_DEFAULT, NetdConfig, resolveWorkers
 from netd.daemon import NetdService
 from netd.descriptions import DatagramListener, Listener
+from netd.counters import Series
+from netd.metrics import REPORT_PREFIX, WorkerMetrics
 from netd.listeners import (
     HeldSocketOwner,
     ListenError,
@@ -521,6 +523,7 @@ class Supervisor:
     @ivar pending: A generation being started by a reload, if any.
     @ivar retiring: Generations told to stop, until their workers exit.
     @ivar stopping: Whether the whole supervisor is stopping.
+    @ivar metrics: What the workers' metrics reports add up to.
     """
 
     _log = Logger()
@@ -548,6 +551,7 @@ class Supervisor:
         self.pending: Generation | None = None
         self.retiring: list[Generation] = []
         self.stopping = False
+        self.metrics = WorkerMetrics()
         self._stopped: Deferred[None] | None = None
         self._generations = 0
 
@@ -754,6 +758,9 @@ class Supervisor:
         @param process: The worker.
         @param line: The line.
         """
+        if line.startswith(REPORT_PREFIX):
+            self.metrics.received(process, line)
+            return
         if line.startswith(_READY_PREFIX):
             self._workerReady(process)
             return
@@ -825,6 +832,7 @@ class Supervisor:
         @param process: The worker.
         @param reason: How it ended.
         """
+        self.metrics.ended(process)
         slot = process.slot
         generation = slot.generation
         if slot.process is process:
@@ -1067,6 +1075,13 @@ class SupervisorService(NetdService):
         """
         self._log.info("netd ready with {workers} workers", workers=self.workerCount)
         self.notifier.ready(self.status())
+
+    def metricsSeries(self) -> list[Series]:
+        """
+        @return: What the metrics endpoint reports: the sum over the
+            workers (L{WorkerMetrics}).
+        """
+        return self.supervisor.metrics.series()
 
     def status(self) -> str:
         """
