@@ -26,7 +26,9 @@ never go down when a worker is restarted.
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -330,6 +332,76 @@ class NetdCollector:
         return [info] + toFamilies(self.source())
 
 
+def openFiles(directory: str = "/proc/self/fd") -> int:
+    """
+    How many files this process has open.
+
+    Linux (since 6.2) gives the count as the size of C{/proc/self/fd}, in
+    microseconds; listing the directory, the fallback for older kernels,
+    takes about 8 ms at 10,000 descriptors.
+
+    @param directory: The descriptor directory.
+    @return: The count.
+    """
+    size = os.stat(directory).st_size
+    return size if size > 0 else len(os.listdir(directory))
+
+
+class ProcessMetrics(ProcessCollector):
+    """
+    C{prometheus_client}'s process metrics (CPU, memory, start time, open
+    and most files), with the open files counted by L{openFiles}: its
+    L{ProcessCollector} lists C{/proc/self/fd}, which alone would cost a
+    scrape 8 ms at 10,000 open sessions.
+    """
+
+    def collect(self) -> list[Metric]:
+        """
+        @return: The metric families (none without C{/proc}).
+        """
+        if not self._btime:
+            return []
+        prefix = self._prefix
+        with open("/proc/self/stat", "rb") as f:
+            parts = f.read().split(b")")[-1].split()
+        result: list[Metric] = [
+            GaugeMetricFamily(
+                prefix + "virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                value=float(parts[20]),
+            ),
+            GaugeMetricFamily(
+                prefix + "resident_memory_bytes",
+                "Resident memory size in bytes.",
+                value=float(parts[21]) * self._pagesize,
+            ),
+            GaugeMetricFamily(
+                prefix + "start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                value=float(parts[19]) / self._ticks + self._btime,
+            ),
+            CounterMetricFamily(
+                prefix + "cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+                value=(float(parts[11]) + float(parts[12])) / self._ticks,
+            ),
+            GaugeMetricFamily(
+                prefix + "open_fds",
+                "Number of open file descriptors.",
+                value=openFiles(),
+            ),
+        ]
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        result.append(
+            GaugeMetricFamily(
+                prefix + "max_fds",
+                "Maximum number of open file descriptors.",
+                value=float("inf") if soft == resource.RLIM_INFINITY else soft,
+            )
+        )
+        return result
+
+
 def buildRegistry(source: Callable[[], list[Series]]) -> CollectorRegistry:
     """
     A registry of netd's collector and the process collector (CPU, memory,
@@ -340,7 +412,7 @@ def buildRegistry(source: Callable[[], list[Series]]) -> CollectorRegistry:
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NetdCollector(source))
-    ProcessCollector(registry=registry)
+    ProcessMetrics(registry=registry)
     return registry
 
 

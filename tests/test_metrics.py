@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+from types import SimpleNamespace
 from typing import Any
 
 from attrs import evolve
@@ -31,10 +33,12 @@ from netd.metrics import (
     REPORT_PREFIX,
     MetricsReporter,
     MetricsService,
+    ProcessMetrics,
     WorkerMetrics,
     buildRegistry,
     collectSeries,
     mergeSeries,
+    openFiles,
     reasonLabel,
     serviceSeries,
 )
@@ -392,6 +396,60 @@ class ExpositionTests(SynchronousTestCase):
             "netd_build_info{version=",
         ):
             self.assertIn(line, text)
+
+
+class ProcessMetricsTests(SynchronousTestCase):
+    """
+    Tests for L{ProcessMetrics} and L{openFiles}.
+    """
+
+    def test_openFiles(self) -> None:
+        """
+        L{openFiles} counts this process's descriptors: 100 more after
+        opening 100 files; where the kernel gives no size it lists the
+        directory.
+        """
+        before = openFiles()
+        opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(100)]
+        try:
+            self.assertEqual(openFiles(), before + 100)
+            real = os.stat
+            self.patch(
+                os,
+                "stat",
+                lambda path: (
+                    SimpleNamespace(st_size=0)
+                    if path == "/proc/self/fd"
+                    else real(path)
+                ),
+            )
+            # The listing opens one descriptor of its own.
+            self.assertEqual(openFiles(), before + 101)
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def test_families(self) -> None:
+        """
+        It reports what C{prometheus_client}'s process collector does.
+        """
+        families = {
+            family.name: family.samples[0].value
+            for family in ProcessMetrics(registry=None).collect()
+        }
+        self.assertEqual(
+            set(families),
+            {
+                "process_virtual_memory_bytes",
+                "process_resident_memory_bytes",
+                "process_start_time_seconds",
+                "process_cpu_seconds",
+                "process_open_fds",
+                "process_max_fds",
+            },
+        )
+        self.assertGreater(families["process_resident_memory_bytes"], 1_000_000)
+        self.assertAlmostEqual(families["process_open_fds"], openFiles(), delta=2)
 
 
 class MergeTests(SynchronousTestCase):
