@@ -37,13 +37,18 @@ class FragmentTests(SynchronousTestCase):
     def test_names(self) -> None:
         """
         Every fragment is named C{<issue>.<type>} (an issue number and one of
-        the configured types), and says something unless it is C{misc}.
+        the configured types), optionally followed by C{.<counter>} or
+        C{.<part>} (several fragments of one issue and type, e.g.
+        C{14.feature.metrics}: towncrier reads the type and ignores what
+        follows), and says something unless it is C{misc}.
         """
-        pattern = re.compile(r"^[1-9][0-9]*\.(%s)$" % "|".join(TYPES))
+        pattern = re.compile(r"^[1-9][0-9]*\.(%s)(\.[a-z0-9-]+)?$" % "|".join(TYPES))
         for name in os.listdir(FRAGMENTS):
             if name.startswith("."):
                 continue
-            self.assertRegex(name, pattern, f"newsfragments/{name}: not <issue>.<type>")
+            self.assertRegex(
+                name, pattern, f"newsfragments/{name}: not <issue>.<type>[.<part>]"
+            )
             if not name.endswith(".misc"):
                 with open(os.path.join(FRAGMENTS, name), encoding="utf-8") as f:
                     self.assertTrue(f.read().strip(), f"newsfragments/{name} is empty")
