@@ -20,7 +20,8 @@ C{twistd -n netd} processes on free loopback ports:
    sockets, 64 bytes) against each, alternating which goes first,
    C{--repeat} times. Reported: the medians, netd's CPU time per message,
    and the median over the repeats of the with/without ratio of each
-   pair of back-to-back runs.
+   pair of back-to-back runs; a third netd without metrics (C{control})
+   gives the same ratio for two identical servers: the run's noise floor.
 
 Only processes this script started are signalled, by PID, and they are
 always stopped on the way out. Every loop is bounded in count and time.
@@ -260,17 +261,15 @@ def throughputCost(
     loadgen = run.compileLoadgen(directory)
     plain, _ = startNetd("netd-plain", directory, stack, metrics=False)
     scraped, port = startNetd("netd-scraped", directory, stack, metrics=True)
+    control, _ = startNetd("netd-control", directory, stack, metrics=False)
     assert port is not None
+    sides = [("without", plain), ("with", scraped), ("control", control)]
     results: dict[str, dict[str, list[float]]] = {}
     for workload in WORKLOADS:
-        byside = results.setdefault(
-            workload.name,
-            {"without": [], "with": [], "without cpu": [], "with cpu": []},
-        )
+        byside: dict[str, list[float]] = results.setdefault(workload.name, {})
         for index in range(repeat):
-            order = [("without", plain), ("with", scraped)]
-            if index % 2:
-                order.reverse()
+            # Each side goes first, second and third in turn.
+            order = sides[index % 3 :] + sides[: index % 3]
             for side, server in order:
                 run.progress(f"{workload.name} #{index + 1} {side} metrics")
                 time.sleep(run.SETTLE)
@@ -281,8 +280,8 @@ def throughputCost(
                         raise RuntimeError(f"only {done[0]} scrapes during the run")
                 else:
                     result = run.measure(server, loadgen, workload, seconds, 1)
-                byside[side].append(result[workload.metric])
-                byside[side + " cpu"].append(result["server_cpu_per"])
+                byside.setdefault(side, []).append(result[workload.metric])
+                byside.setdefault(side + " cpu", []).append(result["server_cpu_per"])
     return results
 
 
@@ -371,24 +370,27 @@ def main(argv: Sequence[str]) -> None:
             rows = []
             for workload in WORKLOADS:
                 byside = results[workload.name]
-                # Each repeat ran both sides back to back: the median of
-                # the paired ratios is steadier than the ratio of medians
-                # on a shared machine.
-                paired = statistics.median(
-                    w / wo for w, wo in zip(byside["with"], byside["without"])
-                )
-                cpu = statistics.median(
-                    w / wo for w, wo in zip(byside["with cpu"], byside["without cpu"])
-                )
+
+                def paired(side: str, key: str = "") -> float:
+                    # Each repeat ran every side back to back: the median
+                    # of the paired ratios is steadier than the ratio of
+                    # medians on a shared machine.
+                    return statistics.median(
+                        a / b
+                        for a, b in zip(byside[side + key], byside["without" + key])
+                    )
+
                 rows.append(
                     [
                         workload.name,
                         f"{run.spread(byside['without'])} {workload.unit}",
                         f"{run.spread(byside['with'])} {workload.unit}",
-                        f"{paired:.3f}",
+                        f"{paired('with'):.3f}",
+                        f"{paired('control'):.3f}",
                         run.spread(byside["without cpu"], 2),
                         run.spread(byside["with cpu"], 2),
-                        f"{cpu:.3f}",
+                        f"{paired('with', ' cpu'):.3f}",
+                        f"{paired('control', ' cpu'):.3f}",
                     ]
                 )
             print(
@@ -397,13 +399,21 @@ def main(argv: Sequence[str]) -> None:
                         "workload",
                         "without metrics",
                         "with metrics, scraped",
-                        "throughput with / without (median of pairs)",
+                        "with / without",
+                        "control / without",
                         "netd CPU µs/msg without",
                         "with",
-                        "CPU with / without (median of pairs)",
+                        "CPU with / without",
+                        "CPU control / without",
                     ],
                     rows,
                 )
+            )
+            print()
+            print(
+                "Ratios: medians over the repeats of each back-to-back pair. "
+                "control: a second netd without metrics, the same as "
+                "without: its ratio is the noise floor of the run."
             )
 
 
