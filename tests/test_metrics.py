@@ -29,6 +29,7 @@ from netd.config import LOOPBACK, ConfigError, NetdConfig, parseConfig
 from netd.counters import DURATION_BOUNDS, Histogram, HTTPCounters, Series, series
 from netd.descriptions import parseListener
 from netd.limits import Limits
+from netd.listeners import ListenError
 from netd.metrics import (
     REPORT_PREFIX,
     MetricsReporter,
@@ -50,6 +51,7 @@ from netd.sessions import Session, SessionFactory
 from tests.chatsupport import ChatHarness
 from tests.httpsupport import exchange, get, makeFactory
 from tests.support import FakeDatagramTransport, makeContext
+from tests.test_listeners import LOOPBACK as LOOPBACK_HOST
 
 
 def values(allSeries: list[Series], name: str, **labels: str) -> Any:
@@ -364,6 +366,24 @@ class ChatSeriesTests(SynchronousTestCase):
             values(found, "netd_chat_clients_dropped_total", reason="slow_consumer"),
             1,
         )
+
+    def test_sharedHub(self) -> None:
+        """
+        A hub that reports its link (C{connected}, C{reconnects},
+        C{lostMessages}) has it in the series; the local hub has none.
+        """
+        chat = ChatHarness(self)
+        withListeners(chat.context, "tcp:10023")
+        names = {one.name for one in serviceSeries(chat.context)}
+        self.assertFalse({n for n in names if n.startswith("netd_chat_hub_")})
+        hub: Any = chat.server.hub
+        hub.connected = True
+        hub.reconnects = 2
+        hub.lostMessages = 5
+        found = serviceSeries(chat.context)
+        self.assertEqual(values(found, "netd_chat_hub_connected"), 1)
+        self.assertEqual(values(found, "netd_chat_hub_reconnects_total"), 2)
+        self.assertEqual(values(found, "netd_chat_hub_lost_messages_total"), 5)
 
 
 class ExpositionTests(SynchronousTestCase):
@@ -725,6 +745,30 @@ class EndpointTests(TestCase):
         self.assertEqual(
             service.context.listenerCounters["tcp:0:interface=127.0.0.1"].accepted,
             3,
+        )
+
+    def test_busyPort(self) -> None:
+        """
+        An endpoint whose port is taken fails to start naming itself, its
+        listener and the cause, as a service's listener does.
+        """
+        taken = reactor.listenTCP(
+            0, Factory.forProtocol(Protocol), interface=LOOPBACK_HOST
+        )
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        config = parseConfig(
+            serviceTypes(),
+            configText(f'listen = ["tcp:{port}:interface=127.0.0.1"]'),
+            "netd.toml",
+        )
+        assert config.metrics is not None
+        service = MetricsService(config.metrics, list, set(), reactor)
+        error = self.assertRaises(ListenError, service.startService)
+        self.assertEqual(
+            str(error).split(" (")[0],
+            f"netd.metrics cannot listen on tcp:{port}:interface=127.0.0.1: "
+            "address already in use",
         )
 
     async def test_allow(self) -> None:

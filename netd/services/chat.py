@@ -59,7 +59,9 @@ def metrics(context: ServiceContext) -> list[Series]:
 
     A hub other than the local one reports what it counts through the same
     attributes (C{published}, C{delivered}, C{memberCount()},
-    C{roomCount()}); those it lacks are left out.
+    C{roomCount()}), and a shared hub its link: C{connected} (a bool),
+    C{reconnects} and C{lostMessages} (counts since start); those it lacks
+    are left out.
 
     @param context: The service instance.
     @return: The series (none before its server is built).
@@ -107,6 +109,29 @@ def metrics(context: ServiceContext) -> list[Series]:
                 reason=reason,
             )
         )
+    for attribute, metric, kind, help in (
+        (
+            "connected",
+            "netd_chat_hub_connected",
+            "gauge",
+            "Whether the chat hub's shared backend is connected (1) or not (0)",
+        ),
+        (
+            "reconnects",
+            "netd_chat_hub_reconnects_total",
+            "counter",
+            "Times the chat hub reconnected to its shared backend",
+        ),
+        (
+            "lostMessages",
+            "netd_chat_hub_lost_messages_total",
+            "counter",
+            "Chat events the hub could not deliver through its shared backend",
+        ),
+    ):
+        value = getattr(hub, attribute, None)
+        if value is not None:
+            result.append(series(metric, kind, help, int(value), service=name))
     for method, metric, help in (
         ("memberCount", "netd_chat_members", "Chat room memberships now"),
         (
