@@ -19,8 +19,9 @@ With workers (L{netd.workers}), each worker sends its series to the main
 process every L{REPORT_INTERVAL} seconds (L{MetricsReporter}, over the
 event pipe); the main process's endpoint reports their sum
 (L{WorkerMetrics}): one series per service and listener, not one per
-worker. A worker that exits leaves its counters in the sum, so counters
-never go down when a worker is restarted.
+worker; only each worker's CPU time, memory and open files are labelled by
+worker (L{workerSeries}). A worker that exits leaves its counters in the
+sum, so counters never go down when a worker is restarted.
 """
 
 from __future__ import annotations
@@ -347,6 +348,46 @@ def openFiles(directory: str = "/proc/self/fd") -> int:
     return size if size > 0 else len(os.listdir(directory))
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def workerSeries(worker: int) -> list[Series]:
+    """
+    A worker process's CPU time, memory and open files, labelled by worker
+    (the main process's own are the C{process_} metrics).
+
+    @param worker: The worker's index.
+    @return: The series.
+    """
+    with open("/proc/self/stat", "rb") as f:
+        parts = f.read().split(b")")[-1].split()
+    label = str(worker)
+    return [
+        series(
+            "netd_worker_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of a worker process",
+            (float(parts[11]) + float(parts[12])) / _TICKS,
+            worker=label,
+        ),
+        series(
+            "netd_worker_resident_memory_bytes",
+            "gauge",
+            "Resident memory of a worker process",
+            float(parts[21]) * _PAGE,
+            worker=label,
+        ),
+        series(
+            "netd_worker_open_fds",
+            "gauge",
+            "Open file descriptors of a worker process",
+            openFiles(),
+            worker=label,
+        ),
+    ]
+
+
 class ProcessMetrics(ProcessCollector):
     """
     C{prometheus_client}'s process metrics (CPU, memory, start time, open
@@ -579,6 +620,8 @@ class MetricsReporter(Service):
     @ivar source: This process's series.
     @ivar send: Writes a message to the main process
         (L{netd.worker.EventPipe.send}).
+    @ivar worker: The worker's index, to add its L{workerSeries}; L{None}:
+        do not.
     """
 
     def __init__(
@@ -587,9 +630,11 @@ class MetricsReporter(Service):
         send: Callable[[dict[str, Any]], None],
         reactor: Any,
         interval: float = REPORT_INTERVAL,
+        worker: int | None = None,
     ) -> None:
         self.source = source
         self.send = send
+        self.worker = worker
         self._loop = LoopingCall(self.report)
         self._loop.clock = reactor
         self.interval = interval
@@ -614,10 +659,13 @@ class MetricsReporter(Service):
         """
         Send the series.
         """
+        reported = self.source()
+        if self.worker is not None:
+            reported += workerSeries(self.worker)
         self.send(
             {
                 "netdWorker": "metrics",
-                "series": [one.toJSON() for one in self.source()],
+                "series": [one.toJSON() for one in reported],
             }
         )
 

@@ -462,9 +462,9 @@ def main() -> None:
         handleSignals=True,
     )
     if config.metrics is not None:
-        MetricsReporter(service.metricsSeries, events.send, reactor).setServiceParent(
-            service
-        )
+        MetricsReporter(
+            service.metricsSeries, events.send, reactor, worker=service.index
+        ).setServiceParent(service)
     service.startService()
     control = ControlReader(CONTROL_FD, service, reactor)
     control.startReading()

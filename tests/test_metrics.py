@@ -581,6 +581,33 @@ class MergeTests(SynchronousTestCase):
         )
         self.assertEqual({m["netdWorker"] for m in sent}, {"metrics"})
 
+    def test_reporterWorkerSeries(self) -> None:
+        """
+        Given its worker's index, L{MetricsReporter} adds the worker's CPU
+        time, memory and open files, labelled by worker.
+        """
+        sent: list[dict[str, Any]] = []
+        reporter = MetricsReporter(list, sent.append, Clock(), worker=3)
+        reporter.report()
+        reported = [Series.fromJSON(one) for one in sent[0]["series"]]
+        self.assertEqual(
+            {(one.name, one.labels) for one in reported},
+            {
+                (name, (("worker", "3"),))
+                for name in (
+                    "netd_worker_cpu_seconds_total",
+                    "netd_worker_resident_memory_bytes",
+                    "netd_worker_open_fds",
+                )
+            },
+        )
+        self.assertGreater(
+            values(reported, "netd_worker_resident_memory_bytes"), 1_000_000
+        )
+        self.assertAlmostEqual(
+            values(reported, "netd_worker_open_fds"), openFiles(), delta=2
+        )
+
 
 def configText(metrics: str, services: str = "") -> str:
     """

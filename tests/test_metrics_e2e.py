@@ -228,6 +228,10 @@ class WorkersMetricsEndToEndTests(TestCase):
         await waitForAsync(summed, 10)
         text = texts[-1]
         self.assertEqual(sample(text, "netd_workers_reporting"), 2)
+        for worker in ("0", "1"):
+            self.assertGreater(
+                sample(text, "netd_worker_resident_memory_bytes", worker=worker), 0
+            )
         self.assertEqual(
             len(re.findall(r"^netd_sessions_accepted_total\{", text, re.M)), 2
         )
