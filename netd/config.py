@@ -36,6 +36,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 from attrs import evolve, field, frozen
 
 from netd.descriptions import (
@@ -89,6 +90,60 @@ class ServiceConfig:
 
 
 @frozen
+class MetricsConfig:
+    """
+    The metrics endpoint, C{[netd.metrics]} (see L{netd.metrics}).
+
+    @ivar listeners: Where it listens (stream listeners only).
+    @ivar limits: Its admission limits: C{allow} and C{deny} (loopback
+        only by default), C{max_sessions}, C{max_sessions_per_peer},
+        C{idle_timeout}; the other limits are not used.
+    """
+
+    listeners: tuple[Listener, ...]
+    limits: Limits
+
+
+# The metrics endpoint serves loopback clients only unless told otherwise:
+# what it shows (services, addresses, traffic) is for the operator.
+LOOPBACK = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+_METRICS_LIMITS = Limits(
+    maxSessions=64, maxSessionsPerPeer=16, idleTimeout=60.0, allow=LOOPBACK
+)
+
+METRICS_SETTINGS = tuple(
+    Setting(
+        s.key,
+        getattr(_METRICS_LIMITS, LIMIT_FIELDS[s.key]),
+        s.convert,
+        (
+            "serve only these CIDR prefixes (default: loopback only; "
+            '[] or ["0.0.0.0/0", "::/0"] for any)'
+            if s.key == "allow"
+            else s.help.replace("the service", "the endpoint")
+        ),
+    )
+    for s in LIMIT_SETTINGS
+    if s.key
+    in ("allow", "deny", "max_sessions", "max_sessions_per_peer", "idle_timeout")
+)
+
+
+class _MetricsEndpoint:
+    """
+    What L{_readListeners} needs to know of the metrics endpoint: its name
+    and that it takes stream listeners only.
+    """
+
+    name = "metrics"
+    transports = frozenset({"stream"})
+
+
+@frozen
 class NetdConfig:
     """
     A whole, valid configuration.
@@ -112,6 +167,7 @@ class NetdConfig:
     @ivar workers: How many worker processes serve the listeners (1: the
         main process serves them itself), or C{"auto"} for one per CPU
         this process may run on (see L{resolveWorkers}).
+    @ivar metrics: The metrics endpoint, or L{None} if there is none.
     @ivar text: The TOML text it was read from, exactly as validated (what
         worker processes are given); with C{include}, the main file and every
         included file as one document, without C{include}. Not part of its
@@ -132,6 +188,7 @@ class NetdConfig:
     logRotateKeep: int = 10
     logSyslog: bool = False
     workers: int | str = 1
+    metrics: MetricsConfig | None = None
     text: str = field(default="", eq=False, repr=False)
     included: tuple[str, ...] = field(default=(), eq=False)
 
@@ -777,7 +834,9 @@ def _readDocument(
         if key not in ("netd", "services"):
             problems.append(unknownKey("", key, ("netd", "services")))
     netd = _table(document, "netd", "", problems)
-    values = readTable(netd, GLOBAL_SETTINGS, "netd", problems, alsoKnown=("limits",))
+    values = readTable(
+        netd, GLOBAL_SETTINGS, "netd", problems, alsoKnown=("limits", "metrics")
+    )
     defaultLimits = _readLimits(
         _table(netd, "limits", "netd", problems), Limits(), "netd.limits", problems
     )
@@ -804,6 +863,14 @@ def _readDocument(
             )
         )
     _checkAcrossServices(services, problems)
+    metrics = None
+    if "metrics" in netd:
+        metrics = _readMetrics(
+            _table(netd, "metrics", "netd", problems),
+            values["reuse_port"],
+            seen,
+            problems,
+        )
     return NetdConfig(
         source=source,
         services=tuple(services),
@@ -818,8 +885,40 @@ def _readDocument(
         logRotateKeep=values["log_rotate_keep"],
         logSyslog=values["log_syslog"],
         workers=values["workers"],
+        metrics=metrics,
         text=text,
     )
+
+
+def _readMetrics(
+    table: Mapping[str, Any],
+    reusePort: bool,
+    seen: list[tuple[tuple[Any, ...], str, Listener]],
+    problems: list[Problem],
+) -> MetricsConfig | None:
+    """
+    Validate the C{[netd.metrics]} table.
+
+    @param table: The table.
+    @param reusePort: The global C{reuse_port}.
+    @param seen: The addresses of the services, to report one the endpoint
+        shares.
+    @param problems: Where problems are appended.
+    @return: The endpoint's configuration, or L{None} for a table without
+        listeners.
+    """
+    path = "netd.metrics"
+    values = readTable(table, METRICS_SETTINGS, path, problems, alsoKnown=("listen",))
+    listeners = _readListeners(
+        table, _MetricsEndpoint(), path, reusePort, seen, problems
+    )
+    if not listeners:
+        return None
+    limits = attrs.evolve(
+        _METRICS_LIMITS,
+        **{LIMIT_FIELDS[key]: value for key, value in values.items()},
+    )
+    return MetricsConfig(listeners, limits)
 
 
 def _checkAcrossServices(

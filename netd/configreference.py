@@ -5,8 +5,8 @@ settings' own descriptions.
 
 Every key netd accepts is a L{netd.settings.Setting} with a default, a
 converter and a one-line description: the C{[netd]} table
-(L{netd.config.GLOBAL_SETTINGS}), the limits (L{netd.config.LIMIT_SETTINGS})
-and each service type's keys (L{netd.servicetype.ServiceType.settings}, from
+(L{netd.config.GLOBAL_SETTINGS}), the limits (L{netd.config.LIMIT_SETTINGS}),
+the metrics endpoint (L{netd.config.METRICS_SETTINGS}) and each service type's keys (L{netd.servicetype.ServiceType.settings}, from
 the registry L{netd.services.serviceTypes}). L{render} turns them into
 Markdown, with the hand-written prose of this module around them, so the
 reference cannot drift from the code: C{tests.test_configreference} fails
@@ -28,7 +28,7 @@ import re
 import sys
 from typing import Any, Iterable, Mapping, Sequence
 
-from netd.config import GLOBAL_SETTINGS
+from netd.config import GLOBAL_SETTINGS, METRICS_SETTINGS
 from netd.limits import LIMIT_SETTINGS
 from netd.services import serviceTypes
 from netd.servicetype import ServiceType
@@ -83,6 +83,17 @@ flooding. `allow` and `deny` apply to UDP datagrams too; the session limits and 
 connection rates apply to stream sessions (a UDP source's replies are bounded by the
 reflection guard's `udp_reply_rate` instead). With workers, each worker counts its own sessions. What each limit protects
 against is in [security](security.md).
+"""
+
+METRICS_INTRODUCTION = """\
+## `[netd.metrics]`
+
+The Prometheus metrics endpoint (what it reports: [metrics](metrics.md)). Without this table,
+or without `listen`, there is none. `listen` is an array of stream listener descriptions
+(below), e.g. `listen = ["tcp:9100:interface=127.0.0.1"]`; the endpoint serves `/metrics`
+on each. Its admission works as for any service, with its own defaults: loopback clients
+only unless `allow` says otherwise. With workers, the main process serves it and reports
+the sum over the workers. A change takes effect at the next start, not on reload.
 """
 
 SERVICE_INTRODUCTION = """\
@@ -238,12 +249,14 @@ def render(
     globalSettings: Sequence[Setting] = GLOBAL_SETTINGS,
     limitSettings: Sequence[Setting] = LIMIT_SETTINGS,
     types: Mapping[str, ServiceType] | None = None,
+    metricsSettings: Sequence[Setting] = METRICS_SETTINGS,
 ) -> str:
     """
     Render the whole configuration reference.
 
     @param globalSettings: The C{[netd]} keys.
     @param limitSettings: The limit keys.
+    @param metricsSettings: The C{[netd.metrics]} keys besides C{listen}.
     @param types: The service types by name; L{None}: the registry,
         L{serviceTypes}.
     @return: The Markdown text of C{docs/configuration.md}.
@@ -255,6 +268,7 @@ def render(
         INTRODUCTION,
         GLOBAL_INTRODUCTION + "\n" + settingsTable(globalSettings),
         LIMITS_INTRODUCTION + "\n" + settingsTable(limitSettings),
+        METRICS_INTRODUCTION + "\n" + settingsTable(metricsSettings),
         SERVICE_INTRODUCTION.format(types=names),
         LISTENERS,
         "## Service types\n\nThe keys each type adds to `[services.NAME]`.\n",

@@ -31,6 +31,7 @@ from netd.config import EMBEDDED_DEFAULT, ConfigError, NetdConfig, loadConfig
 from netd.instances import InProcessServices
 from netd.listeners import ListenError
 from netd.logsetup import LogDestinations
+from netd.metrics import MetricsService
 from netd.privileges import (
     Account,
     PrivilegeError,
@@ -147,6 +148,14 @@ class NetdService(MultiService):
             served if served is not None else InProcessServices(config, reactor)
         )
         self.served.setServiceParent(self)
+        if config.metrics is not None:
+            MetricsService(
+                config.metrics,
+                self.served.metricsSeries,
+                self.served.ownPorts,
+                reactor,
+                config.statsInterval,
+            ).setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         """

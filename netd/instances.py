@@ -26,8 +26,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from netd.config import NetdConfig, ServiceConfig
+from netd.counters import Series
 from netd.drain import Drain, openSessions
 from netd.drops import DropLog
+from netd.metrics import collectSeries
 from netd.listeners import (
     ListenerService,
     ListenError,
@@ -264,6 +266,12 @@ class InProcessServices(MultiService):
         return f"serving {plural(len(instances), 'service')} on " + plural(
             listeners, "listener"
         )
+
+    def metricsSeries(self) -> list[Series]:
+        """
+        @return: What the metrics endpoint reports: these services' counters.
+        """
+        return collectSeries(self.instances.values())
 
     def adopt(self, sockets: Mapping[str, int], otherPorts: Iterable[int]) -> None:
         """

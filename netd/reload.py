@@ -26,6 +26,8 @@ RESTART_ONLY = (
     ("group", "group"),
     ("allowRoot", "allow_root"),
     ("workers", "workers"),
+    # The metrics endpoint is bound once, at start.
+    ("metrics", "metrics"),
 )
 
 

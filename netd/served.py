@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Attribute
 
 from netd.config import NetdConfig
+from netd.counters import Series
 from netd.listeners import ListenError
 
 
@@ -113,4 +114,10 @@ class IServedSet(IService):
     def status() -> str:
         """
         @return: One line for systemd: what is served.
+        """
+
+    def metricsSeries() -> list[Series]:
+        """
+        @return: What the metrics endpoint (L{netd.metrics}) reports for
+            this process: its services' counters, or the workers' sum.
         """

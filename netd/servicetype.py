@@ -19,7 +19,7 @@ from attrs import define, field, frozen
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
 
-from netd.counters import ServiceCounters
+from netd.counters import ListenerCounters, Series, ServiceCounters
 from netd.settings import Problem, Setting
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class ServiceContext:
     @ivar ownPorts: The ports every netd listener is bound to (live).
     @ivar reactor: The reactor its listeners and timers use.
     @ivar counters: Traffic counters.
+    @ivar listenerCounters: Each stream listener's counters, by its
+        description (filled by L{netd.sessions.SessionFactory}).
     @ivar statsInterval: Seconds between periodic counter events.
     @ivar instances: Every service instance of the process, by name (live,
         shared): how one service reaches another, e.g. an http service
@@ -52,6 +54,7 @@ class ServiceContext:
     ownPorts: set[int]
     reactor: Any
     counters: ServiceCounters = field(factory=ServiceCounters)
+    listenerCounters: dict[str, ListenerCounters] = field(factory=dict)
     statsInterval: float = 60.0
     instances: dict[str, ServiceContext] = field(factory=dict)
 
@@ -107,6 +110,11 @@ class ServiceType:
         service's L{ServiceConfig<netd.config.ServiceConfig>} and every
         enabled service's by name; returns the problems found. L{None}: no
         such checks.
+    @ivar metrics: Reports what an instance of this type counts beyond
+        what every service counts (sessions, bytes, datagrams, refusals):
+        called with its L{ServiceContext} at each scrape of the metrics
+        endpoint (L{netd.metrics}); returns L{Series}. L{None}: nothing
+        more.
     """
 
     name: str
@@ -123,6 +131,7 @@ class ServiceType:
     perProcess: bool = False
     uses: Callable[[Any], list[str]] | None = None
     ownedFiles: Callable[[Any], list[str]] | None = None
+    metrics: Callable[[ServiceContext], list[Series]] | None = None
 
     @property
     def transports(self) -> frozenset[str]:

@@ -33,6 +33,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netd.counters import ListenerCounters
 from netd.servicetype import ServiceContext
 from netd.transport import WriteThroughServer
 
@@ -333,10 +334,18 @@ class Session(ProtocolWrapper):
         factory = self.factory
         context = factory.context
         context.policy.release(self.host)
+        bytesIn = self.bytesIn
+        bytesOut = self.bytesOut
+        duration = context.reactor.seconds() - self._started
         counters = context.counters
         counters.sessions += 1
-        counters.bytesIn += self.bytesIn
-        counters.bytesOut += self.bytesOut
+        counters.bytesIn += bytesIn
+        counters.bytesOut += bytesOut
+        listenerCounters = factory.counters
+        listenerCounters.active -= 1
+        listenerCounters.bytesIn += bytesIn
+        listenerCounters.bytesOut += bytesOut
+        listenerCounters.durations.observe(duration)
         if self.closeReason is not None:
             why = self.closeReason
         elif reason.check(ConnectionDone):
@@ -349,9 +358,9 @@ class Session(ProtocolWrapper):
             service=context.name,
             listener=factory.listener,
             peer=describePeer(self.getPeer()),
-            duration=context.reactor.seconds() - self._started,
-            bytesIn=self.bytesIn,
-            bytesOut=self.bytesOut,
+            duration=duration,
+            bytesIn=bytesIn,
+            bytesOut=bytesOut,
             reason=why,
         )
         super().connectionLost(reason)
@@ -363,6 +372,8 @@ class SessionFactory(WrappingFactory[Session]):
 
     @ivar context: The service instance.
     @ivar listener: The listener's description, for log events.
+    @ivar counters: The listener's counters (also in the service's
+        C{listenerCounters}, for L{netd.metrics}).
     """
 
     protocol = Session
@@ -377,6 +388,9 @@ class SessionFactory(WrappingFactory[Session]):
         super().__init__(wrappedFactory)
         self.context = context
         self.listener = listener
+        self.counters = context.listenerCounters.setdefault(
+            listener, ListenerCounters()
+        )
 
     # Refusing returns None, as IProtocolFactory.buildProtocol allows and
     # WrappingFactory's annotation does not.
@@ -398,4 +412,7 @@ class SessionFactory(WrappingFactory[Session]):
         if wrapped is None:
             policy.release(host)
             return None
+        counters = self.counters
+        counters.accepted += 1
+        counters.active += 1
         return self.protocol(self, wrapped, host)

@@ -132,6 +132,8 @@ class Options(usage.Options):
         "reuse_port gets one socket per worker. "
         "netd runs on its own epoll reactor (netd.reactor; twistd --reactor "
         "epoll netd keeps Twisted's). "
+        "Metrics: [netd.metrics] listen = [...] serves Prometheus metrics "
+        "(loopback clients only by default; with workers, their sum). "
         "Logs: log_file/log_format/log_syslog in [netd]; with "
         "twistd --logger netd.logsetup.observer the configuration alone "
         "decides; twistd --logger netd.logs.json for JSON on stdout. "
@@ -200,6 +202,9 @@ class Options(usage.Options):
             for service in config.services:
                 addresses = ", ".join(l.description for l in service.listeners)
                 self.stdout.write(f"  {service.name} ({service.type}): {addresses}\n")
+            if config.metrics is not None:
+                addresses = ", ".join(l.description for l in config.metrics.listeners)
+                self.stdout.write(f"  metrics endpoint: {addresses}\n")
             self.stdout.flush()
             if self["probe"]:
                 from netd.probe import probeConfig

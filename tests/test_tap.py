@@ -210,6 +210,26 @@ class OptionsTests(OptionsTestCase):
             "  one (echo): udp:0\n",
         )
 
+    def test_checkMetrics(self) -> None:
+        """
+        C{--check} lists the metrics endpoint's listeners too.
+        """
+        path = self.writeConfig("""
+            [netd.metrics]
+            listen = ["tcp:0:interface=127.0.0.1"]
+            [services.one]
+            type = "echo"
+            listen = ["udp:0"]
+            """)
+        code, options = self.exit("--check", "--config", path)
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            options.stdout.getvalue(),
+            f"netd: {path}: configuration is valid (1 services, 1 listeners)\n"
+            "  one (echo): udp:0\n"
+            "  metrics endpoint: tcp:0:interface=127.0.0.1\n",
+        )
+
     def test_checkBrokenConfig(self) -> None:
         """
         C{--check} with a broken file exits with status 78, reports on

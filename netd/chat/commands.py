@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -138,6 +138,31 @@ class ChatSettings:
         return cls(**fields)
 
 
+_DROP_REASONS = (
+    ("too slow", "slow_consumer"),
+    ("flooding", "flood"),
+    ("too many over-long lines", "too_long"),
+    ("message too long", "too_long"),
+    ("idle timeout", "idle_timeout"),
+)
+
+
+def dropReason(reason: str) -> str:
+    """
+    The short, fixed name of why a client was disconnected or a line
+    refused, for metrics.
+
+    @param reason: The reason as logged (e.g. C{"too slow: more than 65536
+        bytes of output pending"}).
+    @return: e.g. C{"slow_consumer"}, C{"flood"}, C{"too_long"},
+        C{"idle_timeout"}, or C{"other"}.
+    """
+    for prefix, name in _DROP_REASONS:
+        if reason.startswith(prefix):
+            return name
+    return "other"
+
+
 class IChatFrontEnd(Interface):
     """
     What a L{ChatSession} needs from the transport that carries its client.
@@ -180,6 +205,10 @@ class ChatServer:
         L{None} to admit everyone.
     @ivar idleTimeout: Seconds of silence after which a front end that keeps
         its own timer (WebSocket) disconnects a client; 0 never.
+    @ivar linesRefused: Lines refused since start, by L{dropReason}
+        (C{"flood"}, C{"too_long"}).
+    @ivar kicks: Clients disconnected by netd since start, by L{dropReason}
+        (C{"slow_consumer"}, C{"flood"}, ...).
     """
 
     _log = Logger(namespace="netd.chat")
@@ -203,6 +232,8 @@ class ChatServer:
         )
         self.policy = policy
         self.idleTimeout = idleTimeout
+        self.linesRefused: Counter[str] = Counter()
+        self.kicks: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}.{id(self):x}."
         self._toFlush: list[Any] = []
@@ -563,6 +594,7 @@ class ChatSession:
         """
         if self.closed:
             return
+        self.server.kicks[dropReason(reason)] += 1
         self.server.log(
             "warn",
             "{service}: disconnected {nick} ({peer}, {via}): {reason}",
@@ -588,6 +620,7 @@ class ChatSession:
         @param kickReason: Why it is disconnected if it keeps going.
         """
         self.refusals += 1
+        self.server.linesRefused[dropReason(kickReason)] += 1
         if self.refusals > self.server.settings.maxRefusals:
             self.kick(kickReason)
         elif self.refusals == 1:

@@ -320,7 +320,14 @@ class LocalHub:
     @ivar historyLines: Lines of history kept per room (0: none).
     @ivar maxRooms: Most rooms kept at once.
     @ivar clock: An L{IReactorTime} provider.
+    @ivar published: Events delivered to rooms (messages, joins, parts,
+        private messages) since start, counted once per event.
+    @ivar delivered: Events handed to members since start, counted once per
+        event and member (counted per batch, not per event).
     """
+
+    published = 0
+    delivered = 0
 
     def __init__(self, clock: Any, historyLines: int = 20, maxRooms: int = 256) -> None:
         self.clock = clock
@@ -430,7 +437,10 @@ class LocalHub:
                             event for event in events if event.kind in HISTORY_KINDS
                         )
                     batch = EventBatch(events)
-                    for deliver in state.delivers:
+                    delivers = state.delivers
+                    self.published += len(events)
+                    self.delivered += len(events) * len(delivers)
+                    for deliver in delivers:
                         deliver(batch)
         finally:
             self._flushing = False
@@ -482,6 +492,8 @@ class LocalHub:
             return succeed(False)
         # After what was published before it, like any notice.
         self.settle()
+        self.published += 1
+        self.delivered += 1
         member.deliver(EventBatch([event]))
         return succeed(True)
 
@@ -490,3 +502,10 @@ class LocalHub:
         @return: How many rooms are kept (with members or history).
         """
         return len(self._rooms)
+
+    def memberCount(self) -> int:
+        """
+        @return: How many room memberships there are (a client is in one
+            room at a time).
+        """
+        return sum(len(state.members) for state in self._rooms.values())

@@ -59,6 +59,7 @@ class MountedSite(Site):
 
         @param request: The L{twisted.web.server.Request}.
         """
+        self._http.stats.record(request.code, None)
         accessLog = self._http.accessLog
         if not accessLog.enabled:
             return

@@ -344,8 +344,7 @@ class HTTPConnection(Protocol):
         req = self._req = Request()
         if factory.mount is not None:
             req.headers = []
-        if factory.accessLog.enabled:
-            req.started = factory.clock.seconds()
+        req.started = factory.clock.seconds()
         if self.deadlineKind != SEND:
             self.deadline = factory.now + factory.headerTimeout
             self.deadlineKind = HEAD
@@ -930,6 +929,10 @@ class HTTPConnection(Protocol):
         """
         factory = self.factory
         factory.requests += 1
+        started = req.started
+        factory.stats.record(
+            status, factory.clock.seconds() - started if started else 0.0
+        )
         if factory.accessLog.enabled:
             self._record(req, status, sent)
         if close or self._closing:

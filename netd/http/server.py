@@ -29,6 +29,7 @@ from netd.http.files import DocumentRoot, FileEntry, MimeTypes
 from netd.http.mount import Mount
 from netd.http.protocol import IDLE, HTTPConnection
 from netd.http.responses import STATUS_REASONS, errorResponse, headerLines, httpDate
+from netd.counters import HTTPCounters
 from netd.policy import AddressFilter
 from netd.servicetype import ServiceContext
 from netd.settings import Network
@@ -121,6 +122,7 @@ class HTTPFactory(Factory):
         are open.
     @ivar dateLine: The C{Date} header line for L{now}.
     @ivar requests: Responses sent since start.
+    @ivar stats: Responses by status class, and their latencies.
     @ivar draining: Whether the service's listeners have closed (responses
         then close their connections).
     """
@@ -193,6 +195,7 @@ class HTTPFactory(Factory):
         )
         self.started = self.clock.seconds()
         self.requests = 0
+        self.stats = HTTPCounters()
         self.draining = False
         self.connections: set[HTTPConnection] = set()
         self._tick = LoopingCall(self.tick)

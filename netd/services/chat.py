@@ -20,6 +20,7 @@ from netd.chat.tcp import ChatFactory
 from netd.chat.text import checkName, sanitise
 from netd.chat.udp import ChatDatagramProtocol
 from netd.chat.web import ChatWebResource
+from netd.counters import Series, series
 from netd.descriptions import DatagramListener
 from netd.probe import ProbeFailed, ProbeTarget, streamOnly, why
 from netd.servicetype import ServiceContext, ServiceType
@@ -49,6 +50,100 @@ def serverFor(context: ServiceContext) -> ChatServer:
             idleTimeout=context.policy.limits.idleTimeout,
         )
     return server
+
+
+def metrics(context: ServiceContext) -> list[Series]:
+    """
+    A chat service's messages, drops, members and rooms, for
+    L{netd.metrics}.
+
+    A hub other than the local one reports what it counts through the same
+    attributes (C{published}, C{delivered}, C{memberCount()},
+    C{roomCount()}), and a shared hub its link: C{connected} (a bool),
+    C{reconnects} and C{lostMessages} (counts since start); those it lacks
+    are left out.
+
+    @param context: The service instance.
+    @return: The series (none before its server is built).
+    """
+    server = _servers.get(context)
+    if server is None:
+        return []
+    name = context.name
+    hub: Any = server.hub
+    result = []
+    for attribute, metric, help in (
+        (
+            "published",
+            "netd_chat_messages_published_total",
+            "Chat events published to rooms (messages, joins, parts, private messages)",
+        ),
+        (
+            "delivered",
+            "netd_chat_messages_delivered_total",
+            "Chat events handed to members, once per event and member",
+        ),
+    ):
+        value = getattr(hub, attribute, None)
+        if value is not None:
+            result.append(series(metric, "counter", help, value, service=name))
+    for reason in ("flood", "too_long"):
+        result.append(
+            series(
+                "netd_chat_messages_dropped_total",
+                "counter",
+                "Chat lines refused, never published (flood control, over-long lines)",
+                server.linesRefused[reason],
+                service=name,
+                reason=reason,
+            )
+        )
+    for reason in sorted(set(server.kicks) | {"slow_consumer", "flood"}):
+        result.append(
+            series(
+                "netd_chat_clients_dropped_total",
+                "counter",
+                "Chat clients disconnected by netd (slow consumer: output pending beyond the bound, flood, ...)",
+                server.kicks[reason],
+                service=name,
+                reason=reason,
+            )
+        )
+    for attribute, metric, kind, help in (
+        (
+            "connected",
+            "netd_chat_hub_connected",
+            "gauge",
+            "Whether the chat hub's shared backend is connected (1) or not (0)",
+        ),
+        (
+            "reconnects",
+            "netd_chat_hub_reconnects_total",
+            "counter",
+            "Times the chat hub reconnected to its shared backend",
+        ),
+        (
+            "lostMessages",
+            "netd_chat_hub_lost_messages_total",
+            "counter",
+            "Chat events the hub could not deliver through its shared backend",
+        ),
+    ):
+        value = getattr(hub, attribute, None)
+        if value is not None:
+            result.append(series(metric, kind, help, int(value), service=name))
+    for method, metric, help in (
+        ("memberCount", "netd_chat_members", "Chat room memberships now"),
+        (
+            "roomCount",
+            "netd_chat_rooms",
+            "Chat rooms kept now (with members or history)",
+        ),
+    ):
+        counter = getattr(hub, method, None)
+        if counter is not None:
+            result.append(series(metric, "gauge", help, counter(), service=name))
+    return result
 
 
 def buildStreamFactory(context: ServiceContext) -> ChatFactory:
@@ -240,4 +335,5 @@ chat = ServiceType(
     buildWebResource=buildWebResource,
     perProcess=True,
     probe=greetingProbe,
+    metrics=metrics,
 )

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from netd.counters import Series, series
 from netd.http.server import HTTPConfig, HTTPFactory
 from netd.probe import ProbeFailed, ProbeTarget, streamOnly, why
 from netd.servicetype import ServiceContext, ServiceType
@@ -443,12 +445,57 @@ def checkConfig(service: Any, services: Mapping[str, Any]) -> list[Problem]:
     return []
 
 
+_factories: weakref.WeakKeyDictionary[ServiceContext, HTTPFactory] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def buildStreamFactory(context: ServiceContext) -> HTTPFactory:
     """
     @param context: The service instance.
     @return: The factory of its connections.
     """
-    return HTTPFactory(context, httpConfig(context.settings))
+    factory = _factories[context] = HTTPFactory(context, httpConfig(context.settings))
+    return factory
+
+
+_STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def metrics(context: ServiceContext) -> list[Series]:
+    """
+    An http service's responses by status class and their latencies, for
+    L{netd.metrics}.
+
+    @param context: The service instance.
+    @return: The series (none before its factory is built).
+    """
+    factory = _factories.get(context)
+    if factory is None:
+        return []
+    stats = factory.stats
+    name = context.name
+    result = [
+        series(
+            "netd_http_responses_total",
+            "counter",
+            "HTTP responses sent, by status class",
+            count,
+            service=name,
+            code=label,
+        )
+        for label, count in zip(_STATUS_CLASSES, stats.statusClasses)
+    ]
+    result.append(
+        series(
+            "netd_http_request_duration_seconds",
+            "histogram",
+            "Seconds from a request's first byte to its response being sent",
+            stats.latencies,
+            service=name,
+        )
+    )
+    return result
 
 
 def httpProbe(target: ProbeTarget) -> str:
@@ -486,4 +533,5 @@ http = ServiceType(
     uses=usedServices,
     ownedFiles=ownedFiles,
     probe=httpProbe,
+    metrics=metrics,
 )

@@ -46,6 +46,7 @@ from netd.config import ConfigError, NetdConfig, parseConfig
 from netd.daemon import NetdService
 from netd.instances import InProcessServices
 from netd.listeners import listenerName
+from netd.metrics import MetricsReporter
 from netd.served import ReloadResult
 from netd.services import serviceTypes
 from netd.workers.control import (
@@ -132,10 +133,13 @@ def servedConfig(config: NetdConfig, sockets: Mapping[str, int]) -> NetdConfig:
 
     @param config: The whole configuration.
     @param sockets: Its sockets, by listener service name.
-    @return: The configuration, with only those services.
+    @return: The configuration, with only those services, and no metrics
+        endpoint (the main process serves it; L{MetricsReporter} sends it
+        this worker's series).
     """
     return evolve(
         config,
+        metrics=None,
         services=tuple(
             service
             for service in config.services
@@ -427,6 +431,10 @@ def main() -> None:
         ownPorts=tuple(header.get("ownPorts", ())),
         handleSignals=True,
     )
+    if config.metrics is not None:
+        MetricsReporter(
+            root.served.metricsSeries, events.send, reactor, worker=index
+        ).setServiceParent(root)
     root.startService()
     worker = Worker(index, root, events)
     control = ControlReader(CONTROL_FD, worker, reactor)

@@ -33,7 +33,9 @@ from zope.interface import implementer
 
 from netd.config import NetdConfig, resolveWorkers
 from netd.descriptions import Listener
+from netd.counters import Series
 from netd.instances import plural
+from netd.metrics import WorkerMetrics
 from netd.listeners import (
     HeldSocketOwner,
     ListenError,
@@ -351,6 +353,7 @@ class Supervisor:
     @ivar pending: A generation being started by a reload, if any.
     @ivar retiring: Generations told to stop, until their workers exit.
     @ivar stopping: Whether the whole supervisor is stopping.
+    @ivar metrics: What the workers' metrics reports add up to.
     """
 
     _log = Logger()
@@ -378,6 +381,7 @@ class Supervisor:
         self.pending: Generation | None = None
         self.retiring: list[Generation] = []
         self.stopping = False
+        self.metrics = WorkerMetrics()
         self._stopped: Deferred[None] | None = None
         self._generations = 0
 
@@ -589,6 +593,8 @@ class Supervisor:
         if message is not None:
             if message["netdWorker"] == "ready":
                 self._workerReady(process)
+            elif message["netdWorker"] == "metrics":
+                self.metrics.received(process, line)
             elif message["netdWorker"] == "reloaded":
                 process.reloaded(
                     bool(message.get("applied")), str(message.get("summary", ""))
@@ -662,6 +668,7 @@ class Supervisor:
         @param process: The worker.
         @param reason: How it ended.
         """
+        self.metrics.ended(process)
         slot = process.slot
         generation = slot.generation
         if slot.process is process:
@@ -905,6 +912,13 @@ class HeldSockets(MultiService):
         return self.supervisor.start(
             self.plan(self.config, self.workerCount)
         ).addCallbacks(ready, lambda reason: False)
+
+    def metricsSeries(self) -> list[Series]:
+        """
+        @return: What the metrics endpoint reports: the sum over the
+            workers (L{WorkerMetrics}).
+        """
+        return self.supervisor.metrics.series()
 
     def status(self) -> str:
         """
