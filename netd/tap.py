@@ -252,7 +252,9 @@ def _selectReactor(twistdOptions: Any) -> None:
     @raise usage.UsageError: If another reactor was installed first and not
         asked for.
     """
-    if not isinstance(twistdOptions, ReactorSelectionMixin):
+    if not isinstance(twistdOptions, ReactorSelectionMixin) or not isinstance(
+        twistdOptions, usage.Options
+    ):
         return
     try:
         selectReactor(twistdOptions.get("reactor"))
