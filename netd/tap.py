@@ -132,6 +132,12 @@ class Options(usage.Options):
         "reuse_port gets one socket per worker. "
         "netd runs on its own epoll reactor (netd.reactor; twistd --reactor "
         "epoll netd keeps Twisted's). "
+        'Drop-in files: include = ["conf.d/*.toml"] in [netd] adds the '
+        "services of each matching file, read in name order (a service "
+        "defined twice is an error naming both files). Limits include "
+        "max_connections_per_second(_per_peer) with connection_burst(_per_peer): "
+        "a source over its rate is refused alone, the service keeps serving "
+        "the others. "
         "Metrics: [netd.metrics] listen = [...] serves Prometheus metrics "
         "(loopback clients only by default; with workers, their sum). "
         "Logs: log_file/log_format/log_syslog in [netd]; with "
@@ -202,6 +208,8 @@ class Options(usage.Options):
             for service in config.services:
                 addresses = ", ".join(l.description for l in service.listeners)
                 self.stdout.write(f"  {service.name} ({service.type}): {addresses}\n")
+            if config.included:
+                self.stdout.write(f"  included: {', '.join(config.included)}\n")
             if config.metrics is not None:
                 addresses = ", ".join(l.description for l in config.metrics.listeners)
                 self.stdout.write(f"  metrics endpoint: {addresses}\n")

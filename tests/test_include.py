@@ -388,8 +388,8 @@ class IncludeEndToEndTests(TestCase):
 
     async def test_checkSeesTheWholeSet(self) -> None:
         """
-        C{--check} lists the drop-ins' services, and reports a broken
-        drop-in by file and line with status 78.
+        C{--check} lists the drop-ins' services and the files read, and
+        reports a broken drop-in by file and line with status 78.
         """
         echoPort, discardPort = freePorts(2)
         main = self.write(
@@ -402,6 +402,10 @@ class IncludeEndToEndTests(TestCase):
         self.assertIn("configuration is valid (2 services, 2 listeners)", daemon.stdout)
         self.assertIn(
             f"  d (discard): tcp:{discardPort}:interface=127.0.0.1", daemon.stdout
+        )
+        self.assertIn(
+            f"  included: {os.path.join(os.path.dirname(main), 'conf.d', 'd.toml')}\n",
+            daemon.stdout,
         )
         bad = self.write("conf.d/x.toml", "\n" + service("e", port=1))
         daemon = self.twistd("--check", "--config", main)

@@ -567,3 +567,26 @@ class RunAsRootTests(SynchronousTestCase):
         )
         makeService(server.subOptions)
         self.assertEqual(server["uid"], 4242)
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    C{twistd netd --help} describes what netd does.
+    """
+
+    def test_mentions(self) -> None:
+        """
+        The help names every service type, the drop-in files, the rate
+        limits, the metrics endpoint and the converters.
+        """
+        text = " ".join(Options().getUsage().split())
+        for name in serviceTypes():
+            self.assertIn(f"{name} (", text)
+        for phrase in (
+            "include = [",
+            "max_connections_per_second",
+            "[netd.metrics]",
+            "--convert-inetd",
+            "--convert-xinetd",
+        ):
+            self.assertIn(phrase, text)
