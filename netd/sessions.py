@@ -13,6 +13,7 @@ same way, so it is written once.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
@@ -22,6 +23,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netd.interfaces import ISessionTransport
 from netd.servicetype import ServiceContext
 from netd.transport import WriteThroughServer
 
@@ -57,7 +59,7 @@ def peerHost(address: Any) -> str:
     return getattr(address, "host", None) or "unix"
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, ISessionTransport)
 class Session(ProtocolWrapper):
     """
     One stream session of a service, around the service's own protocol.
@@ -176,6 +178,15 @@ class Session(ProtocolWrapper):
     @bytesOut.setter
     def bytesOut(self, value: int) -> None:
         self._bytesOut += value - self.bytesOut
+
+    def sendfileSocket(self) -> socket.socket | None:
+        """
+        @return: The connected socket under this session, or L{None} (see
+            L{ISessionTransport.sendfileSocket}).
+        """
+        getHandle = getattr(self.transport, "getHandle", None)
+        handle = getHandle() if getHandle is not None else None
+        return handle if isinstance(handle, socket.socket) else None
 
     def dataReceived(self, data: bytes) -> None:
         """

@@ -58,14 +58,13 @@ from httptools import (
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.http.accesslog import describeHost
 from netd.http.files import FileEntry, Redirect
 from netd.http.paths import BadTarget, decodePath, isUnder, splitTarget
-from netd.sessions import Session
+from netd.interfaces import ISessionTransport
 from netd.transport import sendBufferEmpty
 from netd.http.responses import (
     CLOSE,
@@ -239,6 +238,7 @@ class HTTPConnection(Protocol):
 
     _log = Logger()
     factory: HTTPFactory
+    transport: Any
 
     deadline = 0.0
     deadlineKind = NONE
@@ -261,7 +261,7 @@ class HTTPConnection(Protocol):
     _socket: int | None = None
     _handle: socket.socket | None = None
     _registered = True
-    _session: Session | None = None
+    _session: Any = None
 
     def connectionMade(self) -> None:
         """
@@ -275,13 +275,16 @@ class HTTPConnection(Protocol):
         self.transport.registerProducer(self, True)
         factory.connectionOpened(self)
         transport = self.transport
-        if isinstance(transport, Session):
+        # Asked of the class: Twisted's protocol wrappers (the TLS layer)
+        # copy their transport's interfaces onto themselves when connected
+        # (ProtocolWrapper.makeConnection), so providedBy would find the
+        # session's declaration on the TLS layer too.
+        if ISessionTransport.implementedBy(type(transport)):
             # A plain stream socket (not TLS): file bodies can be sent with
             # sendfile, and the session's byte count kept by hand.
             self._session = transport
-            getHandle = getattr(transport, "getHandle", None)
-            handle = getHandle() if getHandle is not None else None
-            if isinstance(handle, socket.socket):
+            handle = transport.sendfileSocket()
+            if handle is not None:
                 self._handle = handle
                 self._socket = handle.fileno()
         self.deadline = factory.now + factory.headerTimeout
@@ -576,7 +579,7 @@ class HTTPConnection(Protocol):
         if path == factory.statusPath:
             self._status(req)
             return
-        result = factory.pages.get(path)
+        result: FileEntry | Redirect | int | None = factory.pages.get(path)
         if result is None:
             result = factory.root.lookup(path, query, factory.now)
         if type(result) is FileEntry:
@@ -589,6 +592,7 @@ class HTTPConnection(Protocol):
                 location = mount.prefix + (b"?" + query if query else b"")
                 self._redirect(req, location)
                 return
+            assert isinstance(result, int)
             self._error(req, result)
 
     def _connectionHeader(self, req: Request, close: bool) -> bytes:
@@ -790,6 +794,7 @@ class HTTPConnection(Protocol):
         """
         sent = 0
         out = self._socket
+        assert out is not None
         try:
             while stream.remaining:
                 n = os.sendfile(out, stream.fd, stream.offset, stream.remaining)
@@ -1013,11 +1018,7 @@ class HTTPConnection(Protocol):
         self.deadlineKind = CLOSING
         transport = self.transport
         loseWrite = getattr(transport, "loseWriteConnection", None)
-        if (
-            loseWrite is not None
-            and not self._readClosed
-            and not isinstance(transport, TLSMemoryBIOProtocol)
-        ):
+        if loseWrite is not None and not self._readClosed and self._session is not None:
             # Lingering close: stop sending, but keep reading (and dropping)
             # what the client still sends for a moment, so that closing with
             # unread data does not reset the connection before the client has

@@ -107,7 +107,7 @@ def raiseFileLimit() -> tuple[int, int] | None:
     return soft, target
 
 
-class HTTPFactory(Factory):
+class HTTPFactory(Factory[HTTPConnection]):
     """
     Builds the connections of one http service and holds what they share.
 
