@@ -548,9 +548,10 @@ def buildListenerService(
         protocol = serviceType.buildDatagramProtocol(context, listener)
         return DatagramListenerService(context, listener, protocol)
     factory = streamFactory
+    alpn = serviceType.alpnFor(context.config.settings)
     if listener.kind == "ssl":
         factory = TLSMemoryBIOFactory(
-            sslContextFactory(listener.description, serviceType.alpnProtocols),
+            sslContextFactory(listener.description, alpn),
             False,
             factory,
         )
@@ -561,7 +562,7 @@ def buildListenerService(
         listener,
         streamEndpoint(context, listener),
         sessions,
-        serviceType.alpnProtocols,
+        alpn,
     )
 
 

@@ -55,7 +55,11 @@ from httptools import (
     HttpParserUpgrade,
     HttpRequestParser,
 )
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,8 +68,18 @@ from zope.interface import implementer
 from netd.http.accesslog import describeHost
 from netd.http.answer import answer
 from netd.http.files import FileEntry
+from netd.http.h2 import PREFACE, HTTP2Connection
 from netd.http.paths import BadTarget, decodePath, isUnder, splitTarget
-from netd.http.request import Reject, Request, addField
+from netd.http.request import (
+    CLOSING,
+    HEAD,
+    IDLE,
+    NONE,
+    SEND,
+    Reject,
+    Request,
+    addField,
+)
 from netd.interfaces import ISessionTransport
 from netd.transport import sendBufferEmpty
 from netd.http.responses import (
@@ -77,12 +91,6 @@ from netd.http.responses import (
 if TYPE_CHECKING:
     from netd.http.server import HTTPFactory
 
-# Deadline kinds.
-NONE = 0
-IDLE = 1  # between requests: close quietly
-HEAD = 2  # a request is arriving: 408, close
-SEND = 3  # the transport is paused (the client is not reading): abort
-CLOSING = 4  # closing: abort if not closed by then
 
 STREAM_CHUNK = 65536
 MAX_QUEUED = 32
@@ -139,7 +147,7 @@ class _Stream:
         self.sent = 0
 
 
-@implementer(IPushProducer, IHalfCloseableProtocol)
+@implementer(IPushProducer, IHalfCloseableProtocol, IHandshakeListener)
 class HTTPConnection(Protocol):
     """
     One client connection of an http service.
@@ -205,6 +213,47 @@ class HTTPConnection(Protocol):
         self.deadline = factory.now + factory.headerTimeout
         self.deadlineKind = IDLE
 
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: if ALPN selected C{h2}, the connection is
+        HTTP/2's from its first byte.
+        """
+        if (
+            getattr(self.transport, "negotiatedProtocol", None) == b"h2"
+            and self.factory.http2
+        ):
+            self._switchToHTTP2(b"")
+
+    def _switchToHTTP2(self, data: bytes) -> None:
+        """
+        Hand the connection to L{HTTP2Connection}.
+
+        @param data: What the client has sent so far (for prior knowledge:
+            the preface and what followed it).
+        """
+        factory = self.factory
+        factory.connectionClosed(self)
+        self.deadline = 0.0
+        self.deadlineKind = NONE
+        self._noMoreInput = True
+        self._unregister()
+        if self._readPaused:
+            self._readPaused = False
+            self.transport.resumeProducing()
+        channel = HTTP2Connection(factory)
+        self._channel = channel
+        channel.makeConnection(self.transport)
+        if data:
+            channel.dataReceived(data)
+
+    def drain(self) -> None:
+        """
+        The listeners closed: an idle connection closes now; one with a
+        response owed closes after it (L{_mustClose} sees the drain).
+        """
+        if self.deadlineKind == IDLE:
+            self.deadlineExpired()
+
     # Receiving.
 
     def dataReceived(self, data: bytes) -> None:
@@ -233,6 +282,16 @@ class HTTPConnection(Protocol):
             self._upgraded(data, e.args[0])
             return
         except HttpParserError:
+            if (
+                self.factory.h2c
+                and data.startswith(PREFACE)
+                and self._stream is None
+                and not self._queue
+            ):
+                # HTTP/2 with prior knowledge: llhttp stops at the preface.
+                self._req = None
+                self._switchToHTTP2(data)
+                return
             self._fail(400)
             return
         except Exception as e:
@@ -783,23 +842,9 @@ class HTTPConnection(Protocol):
         @param status: The status sent.
         @param sent: Body bytes sent.
         """
-        factory = self.factory
         if self._peer is None:
             self._peer = describeHost(self.transport.getPeer())
-        now = factory.clock.seconds()
-        started = req.started or now
-        factory.accessLog.record(
-            self._peer,
-            req.method or b"-",
-            req.url or b"-",
-            req.version,
-            status,
-            sent,
-            max(0.0, now - started),
-            req.referer,
-            req.userAgent,
-            started,
-        )
+        self.factory.record(self._peer, req, status, sent)
 
     def _fail(self, status: int) -> None:
         """

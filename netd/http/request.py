@@ -17,6 +17,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from netd.http.server import HTTPFactory
 
+# Deadline kinds of a connection, whatever its framing (checked by the
+# factory's clock once a second).
+NONE = 0
+IDLE = 1  # between requests: close quietly
+HEAD = 2  # a request is arriving: 408, close
+SEND = 3  # the transport is paused (the client is not reading): abort
+CLOSING = 4  # closing: abort if not closed by then
+
 # Request header fields the server looks at, by lowercase name.
 _HOST = 1
 _RANGE = 2
