@@ -19,10 +19,12 @@ from h2.settings import SettingCodes
 from hpack import Encoder
 from hyperframe.frame import (
     ContinuationFrame,
+    Frame,
     HeadersFrame,
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 from twisted.internet.task import Clock
 from twisted.logger import Logger
@@ -60,12 +62,19 @@ class H2TestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
 
-    def open(self, transportClass: type = PausingTransport, **settings: Any) -> None:
+    def open(
+        self,
+        transportClass: type = PausingTransport,
+        exchange: bool = True,
+        **settings: Any,
+    ) -> None:
         """
         Serve, connect as a TLS client that negotiated C{h2}, exchange the
         prefaces.
 
         @param transportClass: The server's transport.
+        @param exchange: Whether to exchange the prefaces now (else the
+            client's preface goes with whatever is sent first).
         @param settings: http settings over C{root = self.root}.
         """
         settings.setdefault("root", self.root)
@@ -82,7 +91,8 @@ class H2TestCase(SynchronousTestCase):
         self.client = h2Client()
         self.responses = H2Responses()
         self.acknowledge = True
-        self.talk()
+        if exchange:
+            self.talk()
 
     def talk(self) -> None:
         """
@@ -359,3 +369,285 @@ class ALPNTests(SynchronousTestCase):
         http = session.wrappedProtocol
         http.handshakeCompleted()
         self.assertIsNone(http._channel)
+
+
+def frames(data: bytes) -> list[Any]:
+    """
+    Parse raw HTTP/2 frames (for a client that must read on after a
+    C{GOAWAY}, which C{h2}'s own client refuses to).
+
+    @param data: Whole frames.
+    @return: The C{hyperframe} frames.
+    """
+    result = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        result.append(frame)
+        data = data[9 + length :]
+    return result
+
+
+class FlowControlTests(H2TestCase):
+    """
+    Bodies go out as the client's windows allow, never more, and a body
+    that cannot progress is cut at C{send_timeout}.
+    """
+
+    def test_connectionWindow(self) -> None:
+        """
+        A client that gives nothing back to the windows receives exactly the
+        initial connection window (65535 bytes) of a large file, then
+        nothing; once it does, the rest arrives, intact.
+        """
+        self.open()
+        self.acknowledge = False
+        stream = self.get("/large.bin")
+        self.assertEqual(len(self.responses.bodies[stream]), 65535)
+        self.talk()
+        self.assertEqual(len(self.responses.bodies[stream]), 65535)
+        self.acknowledge = True
+        self.client.increment_flow_control_window(65535)
+        self.client.increment_flow_control_window(65535, stream)
+        self.talk()
+        self.assertEqual(self.responses.bodies[stream][:65535], largeContent()[:65535])
+        self.assertGreater(len(self.responses.bodies[stream]), 65535)
+
+    def test_streamWindow(self) -> None:
+        """
+        With a stream window of 1000 bytes (the client's
+        C{SETTINGS_INITIAL_WINDOW_SIZE}), each stream gets 1000 bytes until
+        the client opens its window.
+        """
+        self.open()
+        self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        self.talk()
+        self.acknowledge = False
+        first = h2Request(self.client, "/large.bin")
+        second = h2Request(self.client, "/large.bin", [("range", "bytes=5000-")])
+        self.talk()
+        self.assertEqual(self.responses.bodies[first], largeContent()[:1000])
+        self.assertEqual(self.responses.bodies[second], largeContent()[5000:6000])
+
+    def test_transportFull(self) -> None:
+        """
+        A client that does not read (the transport pauses the connection)
+        gets no more than about the transport's buffer and one chunk, however
+        large its windows: a body is never buffered whole.
+        """
+        self.open()
+        self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        self.talk()
+        self.client.increment_flow_control_window(2**31 - 1 - 65535)
+        h2Request(self.client, "/large.bin")
+        self.session.dataReceived(self.client.data_to_send())
+        self.assertTrue(self.transport.producerPaused)
+        self.assertLess(self.transport.highWater, PausingTransport.bufferSize + 70_000)
+        self.assertLess(self.transport.highWater, LARGE_SIZE // 10)
+
+    def test_zeroWindowStall(self) -> None:
+        """
+        A body that cannot progress because the client keeps its window at
+        zero is cut at C{send_timeout}; one that progresses is not.
+        """
+        self.open(send_timeout=5)
+        self.acknowledge = False
+        self.get("/large.bin")
+        self.clock.advance(3)
+        self.factory.tick()
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(3)
+        self.factory.tick()
+        self.assertTrue(self.transport.disconnected)
+
+    def test_noStallWhileProgressing(self) -> None:
+        """
+        A slow client that keeps giving window back is not cut, whatever the
+        total time.
+        """
+        self.open(send_timeout=5)
+        self.acknowledge = False
+        stream = self.get("/large.bin")
+        for _ in range(10):
+            self.clock.advance(3)
+            self.factory.tick()
+            self.client.increment_flow_control_window(16384)
+            self.client.increment_flow_control_window(16384, stream)
+            self.talk()
+        self.assertFalse(self.transport.disconnected)
+        self.assertEqual(len(self.responses.bodies[stream]), 65535 + 10 * 16384)
+
+
+class LimitTests(H2TestCase):
+    """
+    The known HTTP/2 attacks, each cut.
+    """
+
+    def test_maxConcurrentStreams(self) -> None:
+        """
+        The server announces C{http2_max_streams}; a client opening more
+        streams at once is cut with C{GOAWAY}.
+        """
+        self.open(http2_max_streams=2)
+        self.assertEqual(self.client.remote_settings.max_concurrent_streams, 2)
+        self.acknowledge = False
+        self.get("/large.bin")
+        self.get("/large.bin")
+        self.assertFalse(self.transport.disconnecting)
+        encoder = Encoder()
+        self.send(self.rawHeaders(encoder, 5, "/large.bin"))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNotNone(self.responses.goaway)
+        self.assertEqual(self.responses.goaway.error_code, ErrorCodes.PROTOCOL_ERROR)
+
+    def test_hpackBomb(self) -> None:
+        """
+        A header block of a few kilobytes that decodes to far more than the
+        header list limit (one large field indexed, then referenced again
+        and again) is refused while decoding: C{GOAWAY}, close.
+        """
+        for exchange in (True, False):
+            self.bomb(exchange)
+
+    def bomb(self, exchange: bool) -> None:
+        """
+        Send an HPACK bomb and check that it is refused.
+
+        @param exchange: Whether the client has acknowledged the server's
+            settings first (else the bomb comes with its preface, before h2
+            applies the acknowledged header list size).
+        """
+        self.open(exchange=exchange)
+        encoder = Encoder()
+        block = encoder.encode(
+            [
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", "/small.html"),
+            ]
+        )
+        # 48 kB decoded: over the limit (about 28 kB by default), under the
+        # 64 KiB that h2 would allow on its own.
+        block += encoder.encode([("x-bomb", "a" * 4000)] * 12)
+        self.assertLess(len(block), 5000)
+        self.send(HeadersFrame(1, block, flags=["END_HEADERS", "END_STREAM"]))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.responses.goaway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertNotIn(1, self.responses.status)
+
+    def test_continuationFlood(self) -> None:
+        """
+        A header block that never ends (CONTINUATION frames without
+        C{END_HEADERS}) is cut after 64 of them, before it grows further.
+        """
+        self.open()
+        encoder = Encoder()
+        first = HeadersFrame(1, encoder.encode([(":method", "GET")]))
+        flood = [ContinuationFrame(1, b"") for _ in range(100)]
+        self.send(first, *flood)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNotNone(self.responses.goaway)
+
+    def test_rapidReset(self) -> None:
+        """
+        A client that opens and resets streams in a loop (CVE-2023-44487) is
+        cut with C{GOAWAY ENHANCE_YOUR_CALM} past C{http2_max_resets} a
+        second; fewer a second, spread over time, are fine.
+        """
+        self.open(http2_max_resets=10)
+        encoder = Encoder()
+        stream = 1
+        for _ in range(3):
+            batch = []
+            for _ in range(8):
+                batch.append(self.rawHeaders(encoder, stream, "/large.bin"))
+                batch.append(RstStreamFrame(stream, error_code=ErrorCodes.CANCEL))
+                stream += 2
+            self.send(*batch)
+            self.assertFalse(self.transport.disconnecting)
+            self.clock.advance(1)
+            self.factory.tick()
+        batch = []
+        for _ in range(11):
+            batch.append(self.rawHeaders(encoder, stream, "/large.bin"))
+            batch.append(RstStreamFrame(stream, error_code=ErrorCodes.CANCEL))
+            stream += 2
+        self.send(*batch)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.responses.goaway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def test_pingFlood(self) -> None:
+        """
+        More than C{http2_max_control_frames} PING frames a second: cut with
+        C{GOAWAY ENHANCE_YOUR_CALM}.
+        """
+        self.open(http2_max_control_frames=50)
+        self.send(*[PingFrame(0, opaque_data=b"%08d" % i) for i in range(40)])
+        self.assertFalse(self.transport.disconnecting)
+        self.send(*[PingFrame(0, opaque_data=b"%08d" % i) for i in range(20)])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.responses.goaway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def test_settingsFlood(self) -> None:
+        """
+        The same for SETTINGS frames.
+        """
+        self.open(http2_max_control_frames=50)
+        self.send(*[SettingsFrame(0, settings={0x4: 65535}) for _ in range(60)])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.responses.goaway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def test_idleTimeout(self) -> None:
+        """
+        A connection with no stream open for C{keepalive_timeout} is closed
+        with C{GOAWAY NO_ERROR}; one with a stream being answered is not.
+        """
+        self.open(keepalive_timeout=5)
+        self.get("/small.html")
+        self.clock.advance(3)
+        self.factory.tick()
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(3)
+        self.factory.tick()
+        self.assertTrue(self.transport.disconnecting)
+        [goaway] = [f for f in frames(self.transport.value()) if f.type == 0x7]
+        self.assertEqual(goaway.error_code, 0)
+
+    def test_drain(self) -> None:
+        """
+        When the listeners close, an open stream gets C{GOAWAY NO_ERROR}
+        naming it as the last stream, then finishes; a stream opened after
+        the C{GOAWAY} is refused; the connection closes after the last
+        response.
+        """
+        self.open()
+        self.acknowledge = False
+        stream = self.get("/large.bin")
+        self.factory.stopFactory()
+        sent = frames(self.transport.value())
+        self.transport.clear()
+        [goaway] = [f for f in sent if f.type == 0x7]
+        self.assertEqual((goaway.last_stream_id, goaway.error_code), (stream, 0))
+        self.assertFalse(self.transport.disconnecting)
+        late = self.rawHeaders(Encoder(), stream + 2, "/small.html")
+        self.session.dataReceived(late.serialize())
+        sent = frames(self.transport.value())
+        self.transport.clear()
+        self.assertEqual(
+            [(f.type, f.stream_id, f.error_code) for f in sent],
+            [(0x3, stream + 2, ErrorCodes.REFUSED_STREAM)],
+        )
+        received = len(self.responses.bodies[stream])
+        while not self.transport.disconnecting:
+            self.session.dataReceived(
+                WindowUpdateFrame(0, window_increment=1 << 20).serialize()
+                + WindowUpdateFrame(stream, window_increment=1 << 20).serialize()
+            )
+            for frame in frames(self.transport.drain()):
+                if frame.type == 0x0:
+                    received += len(frame.data)
+        for frame in frames(self.transport.value()):
+            if frame.type == 0x0:
+                received += len(frame.data)
+        self.assertEqual(received, LARGE_SIZE)

@@ -223,10 +223,14 @@ class HTTP2Connection(Protocol):
         except Exception as e:
             self._unexpected(e)
             return
+        # Streams reset in this same batch (rapid reset sends HEADERS and
+        # RST_STREAM together) are not answered: h2 has already closed them.
+        resets = {e.stream_id for e in events if isinstance(e, StreamReset)}
         try:
             for event in events:
                 if isinstance(event, RequestReceived):
-                    self._request(event.stream_id, event.headers)
+                    if event.stream_id not in resets:
+                        self._request(event.stream_id, event.headers)
                 elif isinstance(event, DataReceived):
                     self._data(event)
                 elif isinstance(event, StreamReset):
@@ -403,7 +407,13 @@ class HTTP2Connection(Protocol):
         head = [(_STATUS, _STATUSES[status]), (b"date", factory.dateValue)]
         head += fields
         end = length == 0 or req.method == _HEAD
-        self.conn.send_headers(streamId, head, end_stream=end)
+        try:
+            self.conn.send_headers(streamId, head, end_stream=end)
+        except StreamClosedError:
+            self._open.discard(streamId)
+            if fd is not None:
+                os.close(fd)
+            return
         if end:
             if fd is not None:
                 os.close(fd)
