@@ -171,6 +171,13 @@ class HTTP2Connection(Protocol):
             header_encoding=None,
             validate_inbound_headers=True,
             normalize_inbound_headers=True,
+            # What netd sends is built by netd (lowercase names, no
+            # connection-specific fields, values checked when the
+            # configuration was read): checking it again per response cost
+            # about a fifth of the time of a request.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            split_outbound_cookies=False,
         )
         self.conn = H2Connection(config)
         # What the client receives in the first SETTINGS frame.
