@@ -209,6 +209,17 @@ def runH2load(
     output = subprocess.run(
         command, capture_output=True, text=True, timeout=timeout
     ).stdout
+    return parseH2load(output)
+
+
+def parseH2load(output: str) -> dict[str, float]:
+    """
+    Read h2load's summary.
+
+    @param output: What h2load printed.
+    @return: C{rps}, C{mibps}, C{mean} (ms per request), C{failed}.
+    @raise RuntimeError: If it has no summary (h2load failed).
+    """
     finished = re.search(
         r"finished in ([\d.]+)(\w+), ([\d.]+) req/s, ([\d.]+)(\w+)/s", output
     )
