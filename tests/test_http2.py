@@ -651,3 +651,56 @@ class LimitTests(H2TestCase):
             if frame.type == 0x0:
                 received += len(frame.data)
         self.assertEqual(received, LARGE_SIZE)
+
+
+class PriorKnowledgeTests(SynchronousTestCase):
+    """
+    h2c with prior knowledge on a plain connection: only with C{h2c = true}.
+    """
+
+    def setUp(self) -> None:
+        base = self.mktemp()
+        os.makedirs(base)
+        self.root, _ = makeTree(base)
+
+    def test_on(self) -> None:
+        """
+        With C{h2c = true}, a connection whose first bytes are the HTTP/2
+        preface is HTTP/2: the request on it is answered over HTTP/2.
+        """
+        factory, context = makeFactory(None, Clock(), root=self.root, h2c=True)
+        session, transport = connect(factory, context)
+        client = h2Client()
+        stream = h2Request(client, "/notes.txt")
+        session.dataReceived(client.data_to_send())
+        responses = H2Responses()
+        responses.receive(client, transport.value())
+        self.assertEqual(responses.status[stream], 200)
+        self.assertEqual(responses.bodies[stream], b"plain text\n")
+        self.assertIsInstance(session.wrappedProtocol._channel, HTTP2Connection)
+
+    def test_offByDefault(self) -> None:
+        """
+        By default the preface is a malformed HTTP/1.1 request: C{400}, close.
+        """
+        factory, context = makeFactory(None, Clock(), root=self.root)
+        session, transport = connect(factory, context)
+        client = h2Client()
+        h2Request(client, "/notes.txt")
+        session.dataReceived(client.data_to_send())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "))
+        self.assertIsNone(session.wrappedProtocol._channel)
+
+    def test_notWithChat(self) -> None:
+        """
+        A service that mounts a chat page speaks no HTTP/2 (its mount needs
+        HTTP/1.1), even with C{http2} and C{h2c} on.
+        """
+        factory, context = makeFactory(None, Clock(), root=self.root, h2c=True)
+        self.assertTrue(factory.http2 and factory.h2c)
+        from netd.http.server import HTTPConfig, HTTPFactory
+
+        config = HTTPConfig(root=self.root, h2c=True, chat="chat")
+        chatty = HTTPFactory(context, config)
+        self.assertFalse(chatty.http2)
+        self.assertFalse(chatty.h2c)
