@@ -535,6 +535,7 @@ class LimitTests(H2TestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.responses.goaway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
         self.assertNotIn(1, self.responses.status)
+        self.assertIsNone(self.transport.producer)
 
     def test_continuationFlood(self) -> None:
         """
@@ -613,6 +614,8 @@ class LimitTests(H2TestCase):
         self.assertTrue(self.transport.disconnecting)
         [goaway] = [f for f in frames(self.transport.value()) if f.type == 0x7]
         self.assertEqual(goaway.error_code, 0)
+        # No longer the transport's producer: the TLS layer closes only then.
+        self.assertIsNone(self.transport.producer)
 
     def test_drain(self) -> None:
         """

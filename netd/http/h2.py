@@ -153,6 +153,7 @@ class HTTP2Connection(Protocol):
     deadline = 0.0
     deadlineKind = NONE
     _paused = False
+    _registered = False
     _goingAway = False
     _closed = False
     _lost = False
@@ -199,6 +200,7 @@ class HTTP2Connection(Protocol):
         factory = self.factory
         self.conn.initiate_connection()
         self.transport.registerProducer(self, True)
+        self._registered = True
         factory.connectionOpened(self)
         self.deadline = factory.now + factory.headerTimeout
         self.deadlineKind = IDLE
@@ -691,7 +693,17 @@ class HTTP2Connection(Protocol):
         factory = self.factory
         self.deadline = factory.now + factory.sendTimeout
         self.deadlineKind = CLOSING
+        # The TLS layer closes only once its producer is gone.
+        self._unregister()
         self.transport.loseConnection()
+
+    def _unregister(self) -> None:
+        """
+        Stop being the transport's producer (once).
+        """
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
 
     def _abort(self) -> None:
         """
@@ -701,6 +713,7 @@ class HTTP2Connection(Protocol):
         for body in self._bodies.values():
             body.close()
         self._bodies.clear()
+        self._unregister()
         self.transport.abortConnection()
 
     def _unexpected(self, error: BaseException) -> None:

@@ -514,6 +514,9 @@ def httpProbe(target: ProbeTarget) -> str:
     """
     streamOnly(target)
     with target.connect() as skt:
+        selected = getattr(skt, "selected_alpn_protocol", None)
+        if selected is not None and selected() == "h2":
+            return http2Probe(skt)
         try:
             skt.sendall(
                 b"GET / HTTP/1.1\r\nHost: localhost\r\n"
@@ -527,6 +530,57 @@ def httpProbe(target: ProbeTarget) -> str:
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
         raise ProbeFailed(f"GET / answered {status!r}, not 200")
     return f"GET / answered {status!r}"
+
+
+def http2Probe(skt: Any) -> str:
+    """
+    HTTP/2 (ALPN chose C{h2}): C{GET /} on stream 1 is answered with
+    status 200.
+
+    @param skt: The connected TLS socket.
+    @return: What was answered.
+    @raise ProbeFailed: If the answer is not 200, or the exchange fails.
+    """
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.events import ConnectionTerminated, ResponseReceived, StreamReset
+    from h2.exceptions import ProtocolError
+
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(
+        1,
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost"),
+            (b":path", b"/"),
+            (b"user-agent", b"netd-probe"),
+        ],
+        end_stream=True,
+    )
+    try:
+        skt.sendall(client.data_to_send())
+        for _ in range(64):
+            data = skt.recv(65536)
+            if not data:
+                break
+            for event in client.receive_data(data):
+                if isinstance(event, ResponseReceived):
+                    status = dict(event.headers).get(b":status", b"").decode()
+                    if status != "200":
+                        raise ProbeFailed(
+                            f"GET / over HTTP/2 answered {status}, not 200"
+                        )
+                    return f"GET / over HTTP/2 answered {status}"
+                if isinstance(event, (StreamReset, ConnectionTerminated)):
+                    raise ProbeFailed("GET / over HTTP/2 was refused")
+            skt.sendall(client.data_to_send())
+    except OSError as e:
+        raise ProbeFailed(f"exchange failed: {why(e)}") from None
+    except ProtocolError as e:
+        raise ProbeFailed(f"HTTP/2 protocol error: {e}") from None
+    raise ProbeFailed("GET / over HTTP/2 got no answer")
 
 
 http = ServiceType(
