@@ -388,6 +388,39 @@ def frames(data: bytes) -> list[Any]:
     return result
 
 
+class RequestBodyTests(H2TestCase):
+    """
+    A request body is not used, and cannot outlive its response.
+    """
+
+    def test_bodyAfterResponse(self) -> None:
+        """
+        A GET whose body goes on after the response is complete gets its
+        stream reset with C{NO_ERROR}; the connection stays open and serves
+        the next request.
+        """
+        self.open()
+        stream = self.client.get_next_available_stream_id()
+        self.client.send_headers(
+            stream,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", b"localhost"),
+                (b":path", b"/notes.txt"),
+            ],
+        )
+        self.talk()
+        self.assertEqual(self.responses.bodies[stream], b"plain text\n")
+        self.assertIn(stream, self.responses.ended)
+        self.client.send_data(stream, b"x" * 1000)
+        self.talk()
+        self.assertEqual(self.responses.reset[stream], ErrorCodes.NO_ERROR)
+        self.assertFalse(self.transport.disconnecting)
+        again = self.get("/notes.txt")
+        self.assertEqual(self.responses.status[again], 200)
+
+
 class FlowControlTests(H2TestCase):
     """
     Bodies go out as the client's windows allow, never more, and a body

@@ -305,16 +305,22 @@ class HTTP2Connection(Protocol):
     def _data(self, event: DataReceived) -> None:
         """
         Request body bytes: not used (C{GET} and C{HEAD} only), but given
-        back to the windows so that the client is not stalled.
+        back to the windows so that the client is not stalled while its
+        request is answered. Once the response is complete, a body still
+        coming is cut (C{RST_STREAM NO_ERROR}, RFC 9113 section 8.1), so
+        that a stream cannot be used to send the server bytes for ever.
 
         @param event: The event.
         """
+        streamId = event.stream_id
         length = event.flow_controlled_length
-        if length:
-            try:
-                self.conn.acknowledge_received_data(length, event.stream_id)
-            except StreamClosedError:
-                pass
+        try:
+            if length:
+                self.conn.acknowledge_received_data(length, streamId)
+            if streamId not in self._open and not event.stream_ended:
+                self.conn.reset_stream(streamId, ErrorCodes.NO_ERROR)
+        except StreamClosedError:
+            pass
 
     def _reset(self, streamId: int, remote: bool) -> None:
         """
