@@ -478,6 +478,27 @@ class FlowControlTests(H2TestCase):
         self.assertLess(self.transport.highWater, PausingTransport.bufferSize + 70_000)
         self.assertLess(self.transport.highWater, LARGE_SIZE // 10)
 
+    def test_notReadingStopsReading(self) -> None:
+        """
+        While the transport is full, the connection stops reading the
+        client (each request or PING read would only add to what waits);
+        once the client reads, reading resumes.
+        """
+        self.open()
+        self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        self.talk()
+        self.client.increment_flow_control_window(2**31 - 1 - 65535)
+        h2Request(self.client, "/large.bin")
+        self.session.dataReceived(self.client.data_to_send())
+        self.assertEqual(self.transport.producerState, "paused")
+        received = b""
+        for _ in range(1000):
+            received += self.transport.drain()
+            if not self.transport.producerPaused:
+                break
+        self.assertGreater(len(received), LARGE_SIZE)
+        self.assertEqual(self.transport.producerState, "producing")
+
     def test_zeroWindowStall(self) -> None:
         """
         A body that cannot progress because the client keeps its window at

@@ -41,7 +41,8 @@ B{Limits} (each tested in C{tests.test_http2}):
       C{http2_max_control_frames} a second: C{GOAWAY ENHANCE_YOUR_CALM};
     - zero-window stall: a body owed that could not progress for
       C{send_timeout} (windows at zero, or the transport full) aborts the
-      connection;
+      connection; while the transport is full the client is not read
+      (what it sends would only add to what waits);
     - idle: no stream open for C{keepalive_timeout}: C{GOAWAY}, close;
     - drain (the listeners close: SIGTERM, a reload): C{GOAWAY} naming the
       last stream accepted, the open streams finish, then the connection
@@ -782,16 +783,25 @@ class HTTP2Connection(Protocol):
 
     def pauseProducing(self) -> None:
         """
-        The transport's buffer is full: stop sending.
+        The transport's buffer is full (the client is not reading): stop
+        sending, and stop reading too, since every frame read (a request, a
+        PING) only makes more to send.
         """
+        if self._paused:
+            return
         self._paused = True
+        if not self._closed:
+            self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         """
-        The transport's buffer has drained: go on sending.
+        The transport's buffer has drained: go on reading and sending.
         """
+        if not self._paused:
+            return
         self._paused = False
         if not self._closed:
+            self.transport.resumeProducing()
             self._pump()
 
     def stopProducing(self) -> None:
