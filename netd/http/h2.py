@@ -10,8 +10,8 @@ a C{tcp:} listener with C{h2c = true} when a connection opens with the
 HTTP/2 preface (prior knowledge, RFC 9113 section 3.3).
 
 Each request is read into the same L{Request<netd.http.request.Request>} as
-an HTTP/1.1 one, with the same header-field limits (L{addField
-<netd.http.request.addField>}), and answered by the same L{answer
+an HTTP/1.1 one, with the same header-field limits (L{FieldReader
+<netd.http.request.FieldReader>}), and answered by the same L{answer
 <netd.http.answer.answer>}: this module only frames what it decides.
 
 B{Flow control, end to end}. A response body is sent as the peer's windows
@@ -78,7 +78,15 @@ from zope.interface import implementer
 from netd.http.accesslog import describeHost
 from netd.http.answer import answer
 from netd.http.files import FileEntry
-from netd.http.request import CLOSING, IDLE, NONE, SEND, Reject, Request, addField
+from netd.http.request import (
+    CLOSING,
+    IDLE,
+    NONE,
+    SEND,
+    FieldReader,
+    Reject,
+    Request,
+)
 from netd.http.responses import STATUS_REASONS, fieldsOf
 
 if TYPE_CHECKING:
@@ -139,7 +147,7 @@ class _Body:
 
 
 @implementer(IPushProducer)
-class HTTP2Connection(Protocol):
+class HTTP2Connection(FieldReader, Protocol):
     """
     One HTTP/2 connection of an http service.
 
@@ -153,6 +161,7 @@ class HTTP2Connection(Protocol):
 
     deadline = 0.0
     deadlineKind = NONE
+    _req: Request | None = None
     _paused = False
     _registered = False
     _goingAway = False
@@ -278,6 +287,7 @@ class HTTP2Connection(Protocol):
         req.streamId = streamId
         if factory.accessLog.enabled:
             req.started = factory.clock.seconds()
+        self._req = req
         try:
             for name, value in headers:
                 if name[:1] == b":":
@@ -288,9 +298,10 @@ class HTTP2Connection(Protocol):
                     elif name == b":authority":
                         req.host = value
                 else:
-                    addField(req, factory, name, value)
+                    self.on_header(name, value)
         except Reject as e:
             req.error = e.status
+        self._req = None
         if not req.error:
             if len(req.url) > factory.maxRequestLine:
                 req.error = 414

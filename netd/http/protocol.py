@@ -78,7 +78,7 @@ from netd.http.request import (
     SEND,
     Reject,
     Request,
-    addField,
+    FieldReader,
 )
 from netd.interfaces import ISessionTransport
 from netd.transport import sendBufferEmpty
@@ -148,7 +148,7 @@ class _Stream:
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol, IHandshakeListener)
-class HTTPConnection(Protocol):
+class HTTPConnection(FieldReader, Protocol):
     """
     One client connection of an http service.
 
@@ -339,19 +339,6 @@ class HTTPConnection(Protocol):
         url = req.url = req.url + part
         if len(url) > self.factory.maxRequestLine:
             raise Reject(414)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """
-        One header field, complete.
-
-        @param name: Its name, as received.
-        @param value: Its value, without surrounding whitespace.
-        @raise Reject: C{431} past the size or count limit, C{413} for a
-            declared body that is too large.
-        """
-        req = self._req
-        assert req is not None
-        addField(req, self.factory, name, value)
 
     def on_headers_complete(self) -> None:
         """
