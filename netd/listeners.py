@@ -653,9 +653,10 @@ def buildListenerService(
         return DatagramListenerService(context, listener, protocol)
     assert streamFactory is not None, "a stream listener needs the stream factory"
     factory = streamFactory
+    alpn = serviceType.alpnFor(context.config.settings)
     if listener.kind == "ssl":
         tls = TLSMemoryBIOFactory(
-            sslContextFactory(listener.description, serviceType.alpnProtocols),
+            sslContextFactory(listener.description, alpn),
             False,
             factory,
         )
@@ -667,7 +668,7 @@ def buildListenerService(
         listener,
         streamEndpoint(context, listener),
         sessions,
-        serviceType.alpnProtocols,
+        alpn,
     )
 
 

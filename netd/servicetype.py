@@ -96,6 +96,9 @@ class ServiceType:
         protocol speaks on an C{ssl:} listener, most preferred first; empty
         if it has none (a TLS client offering ALPN still connects, with no
         protocol selected).
+    @ivar alpn: The ALPN protocol names of one instance, from its settings
+        (an http service offers C{h2} only when HTTP/2 is on); L{None}: always
+        L{alpnProtocols}. See L{alpnFor}.
     @ivar perProcess: Whether an instance's state lives in one process's
         memory (chat rooms): with C{workers = N} it runs in one process only,
         and so does every service that L{uses} it.
@@ -128,10 +131,21 @@ class ServiceType:
     checkConfig: Callable[[Any, Mapping[str, Any]], list[Problem]] | None = None
     probe: Callable[[Any], str] | None = None
     alpnProtocols: tuple[bytes, ...] = ()
+    alpn: Callable[[Mapping[str, Any]], tuple[bytes, ...]] | None = None
     perProcess: bool = False
     uses: Callable[[Any], list[str]] | None = None
     ownedFiles: Callable[[Any], list[str]] | None = None
     metrics: Callable[[ServiceContext], list[Series]] | None = None
+
+    def alpnFor(self, settings: Mapping[str, Any]) -> tuple[bytes, ...]:
+        """
+        @param settings: An instance's settings.
+        @return: The ALPN protocol names its C{ssl:} listeners offer, most
+            preferred first.
+        """
+        if self.alpn is None:
+            return self.alpnProtocols
+        return self.alpn(settings)
 
     @property
     def transports(self) -> frozenset[str]:

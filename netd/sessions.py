@@ -13,8 +13,9 @@ same way, so it is written once.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -34,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.counters import ListenerCounters
+from netd.interfaces import ISessionTransport
 from netd.servicetype import ServiceContext
 from netd.transport import WriteThroughServer
 
@@ -87,7 +89,7 @@ def peerHost(address: IAddress | None) -> str:
     return getattr(address, "host", None) or "unix"
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, ISessionTransport)
 class Session(ProtocolWrapper):
     """
     One stream session of a service, around the service's own protocol.
@@ -210,6 +212,15 @@ class Session(ProtocolWrapper):
     @bytesOut.setter
     def bytesOut(self, value: int) -> None:
         self._bytesOut += value - self.bytesOut
+
+    def sendfileSocket(self) -> socket.socket | None:
+        """
+        @return: The connected socket under this session, or L{None} (see
+            L{ISessionTransport.sendfileSocket}).
+        """
+        getHandle = getattr(self.transport, "getHandle", None)
+        handle = getHandle() if getHandle is not None else None
+        return handle if isinstance(handle, socket.socket) else None
 
     def dataReceived(self, data: bytes) -> None:
         """

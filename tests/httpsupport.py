@@ -11,6 +11,15 @@ import os
 from typing import Any
 
 from attrs import frozen
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -304,3 +313,133 @@ def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> 
         lines.append("Host: example.com")
     lines.extend(headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def h2Client() -> H2Connection:
+    """
+    @return: A client-side C{h2} connection, its preface already queued.
+    """
+    connection = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    connection.initiate_connection()
+    return connection
+
+
+def h2Request(
+    connection: H2Connection,
+    path: str,
+    headers: list[tuple[str, str]] | None = None,
+    method: str = "GET",
+) -> int:
+    """
+    Queue one request on a client connection.
+
+    @param connection: The client connection.
+    @param path: The target.
+    @param headers: More fields.
+    @param method: The method.
+    @return: Its stream.
+    """
+    streamId = connection.get_next_available_stream_id()
+    fields = [
+        (":method", method),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", path),
+        *(headers or []),
+    ]
+    connection.send_headers(
+        streamId, [(n.encode(), v.encode()) for n, v in fields], end_stream=True
+    )
+    return streamId
+
+
+class H2Responses:
+    """
+    What a client connection has received, by stream.
+
+    @ivar status: Stream to status.
+    @ivar headers: Stream to header fields (lowercase C{str} names).
+    @ivar bodies: Stream to body bytes so far.
+    @ivar ended: Streams whose response is complete.
+    @ivar reset: Streams the server reset, to their error code.
+    @ivar goaway: The server's C{GOAWAY}, if any.
+    """
+
+    def __init__(self) -> None:
+        self.status: dict[int, int] = {}
+        self.headers: dict[int, dict[str, str]] = {}
+        self.bodies: dict[int, bytes] = {}
+        self.ended: set[int] = set()
+        self.reset: dict[int, int] = {}
+        self.goaway: ConnectionTerminated | None = None
+
+    def receive(
+        self, connection: H2Connection, data: bytes, acknowledge: bool = True
+    ) -> None:
+        """
+        Feed bytes from the server to the client connection.
+
+        @param connection: The client connection.
+        @param data: The bytes.
+        @param acknowledge: Whether to give body bytes back to the windows.
+        """
+        for event in connection.receive_data(data):
+            if isinstance(event, ResponseReceived):
+                fields = {n.decode(): v.decode() for n, v in event.headers}
+                self.status[event.stream_id] = int(fields[":status"])
+                self.headers[event.stream_id] = fields
+                self.bodies.setdefault(event.stream_id, b"")
+            elif isinstance(event, DataReceived):
+                self.bodies[event.stream_id] = (
+                    self.bodies.get(event.stream_id, b"") + event.data
+                )
+                if acknowledge and event.flow_controlled_length:
+                    connection.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+            elif isinstance(event, StreamEnded):
+                self.ended.add(event.stream_id)
+            elif isinstance(event, StreamReset):
+                self.reset[event.stream_id] = event.error_code
+            elif isinstance(event, ConnectionTerminated):
+                self.goaway = event
+
+
+def h2Exchange(
+    sock: Any,
+    requests: list[tuple[str, list[tuple[str, str]]]],
+    close: bool = False,
+    timeout: float = 20.0,
+) -> list[tuple[int, dict[str, str], bytes]]:
+    """
+    Send requests over HTTP/2 on a connected blocking socket (TLS or not)
+    and read their responses.
+
+    @param sock: The socket.
+    @param requests: C{(path, extra fields)} pairs.
+    @param close: Whether to send C{GOAWAY} afterwards.
+    @param timeout: Seconds to wait in all.
+    @return: C{(status, headers, body)} per request, in order.
+    """
+    connection = h2Client()
+    streams = [h2Request(connection, path, headers) for path, headers in requests]
+    sock.sendall(connection.data_to_send())
+    responses = H2Responses()
+    sock.settimeout(timeout)
+    while not all(s in responses.ended or s in responses.reset for s in streams):
+        data = sock.recv(1 << 16)
+        if not data:
+            break
+        responses.receive(connection, data)
+        sock.sendall(connection.data_to_send())
+    if close:
+        connection.close_connection()
+        sock.sendall(connection.data_to_send())
+    return [
+        (
+            responses.status.get(s, 0),
+            responses.headers.get(s, {}),
+            responses.bodies.get(s, b""),
+        )
+        for s in streams
+    ]

@@ -67,3 +67,40 @@ class EchoInstructionsTests(SynchronousTestCase):
 
         self.bench.pythonLoop = garble
         self.assertRaises(RuntimeError, self.bench.child, "python", 2, 1)
+
+
+#: What h2load 1.52 prints at the end of a run.
+H2LOAD_OUTPUT = """\
+finished in 2.48s, 8054.18 req/s, 8.07MB/s
+requests: 20000 total, 20000 started, 20000 done, 19990 succeeded, 10 failed, 0 errored, 0 timeout
+status codes: 20000 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 20.04MB (21009977) total, 163.06KB (166977) headers (space savings 95.67%), 19.53MB (20480000) data
+                     min         max         mean         sd        +/- sd
+time for request:      458us     98.71ms     55.68ms      9.02ms    85.11%
+"""
+
+
+class H2BenchTests(SynchronousTestCase):
+    """
+    C{bench/h2_bench.py} reads h2load's summary right.
+    """
+
+    def test_parse(self) -> None:
+        """
+        Requests/s, MiB/s, the mean time per request in milliseconds and the
+        failed count come from h2load's summary.
+        """
+        bench = loadBench("h2_bench")
+        self.assertEqual(
+            bench.parseH2load(H2LOAD_OUTPUT),
+            {"rps": 8054.18, "mibps": 8.07, "mean": 55.68, "failed": 10.0},
+        )
+
+    def test_noSummary(self) -> None:
+        """
+        Output without a summary (h2load could not connect) is an error, not
+        a figure.
+        """
+        bench = loadBench("h2_bench")
+        with self.assertRaises(RuntimeError):
+            bench.parseH2load("connect error\n")

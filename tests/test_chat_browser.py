@@ -376,6 +376,63 @@ class BrowserTests(TestCase):
 
         return deferToThread(run)
 
+    def test_overHTTP2(self) -> Any:
+        """
+        Chromium negotiates HTTP/2 with an http service that mounts no chat
+        page (one that does offers only HTTP/1.1), and loads a page and a
+        large file over it: the navigation's C{nextHopProtocol} is C{h2}
+        and the file's bytes arrive whole.
+        """
+        directory = os.path.abspath(self.mktemp())
+        root = os.path.join(directory, "root")
+        os.makedirs(root)
+        with open(os.path.join(root, "f.txt"), "w") as f:
+            f.write("static over h2\n")
+        with open(os.path.join(root, "big.txt"), "w") as f:
+            f.write("0123456789abcdef" * 65536)
+        keyPath, certPath = writeSelfSignedCertificate(directory)
+        config = (
+            "[netd]\nstats_interval = 3600\n"
+            f'[services.web]\ntype = "http"\nlisten = [{tlsListener(keyPath, certPath)}]\n'
+            f"root = {json.dumps(root)}\n"
+        )
+        flags = [f"--ignore-certificate-errors-spki-list={spkiHash(certPath)}"]
+
+        def run() -> None:
+            netd = Netd(config, directory)
+            profile = tempfile.mkdtemp(prefix="netd-chromium-")
+            driver = None
+            try:
+                netd.waitListening(1)
+                base = f"https://127.0.0.1:{netd.addresses[('web', 'ssl')]}"
+                driver = WebDriver(DRIVER, BROWSER, profile, flags)
+                driver.open(base + "/f.txt")
+                self.assertEqual(
+                    driver.script("return document.body.innerText").strip(),
+                    "static over h2",
+                )
+                self.assertEqual(
+                    driver.script(
+                        "return performance.getEntriesByType('navigation')[0]"
+                        ".nextHopProtocol"
+                    ),
+                    "h2",
+                )
+                driver.open(base + "/big.txt")
+                self.assertEqual(
+                    driver.script("return document.body.innerText.length"),
+                    16 * 65536,
+                )
+            finally:
+                if driver is not None:
+                    driver.quit()
+                shutil.rmtree(profile, ignore_errors=True)
+                code = netd.stop()
+            self.assertEqual(code, 0, netd.output)
+            self.assertNotIn("Traceback", netd.output)
+
+        return deferToThread(run)
+
     def test_twoTabsAndATCPClient(self) -> Any:
         """
         Two browser pages and one TCP client see each other's messages, nick

@@ -1307,6 +1307,51 @@ class SessionTLSTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+class SessionTransportTests(HTTPTestCase):
+    """
+    The http connection asks its transport for L{ISessionTransport}: the
+    session provides it (byte counts, the socket for C{sendfile}); a TLS
+    layer between them does not, even though it copies the session's
+    declarations onto itself.
+    """
+
+    def test_sessionProvides(self) -> None:
+        """
+        L{Session} provides L{ISessionTransport}; on an in-memory transport
+        it has no socket to hand out.
+        """
+        from zope.interface.verify import verifyObject
+
+        from netd.interfaces import ISessionTransport
+
+        self.serve()
+        session, transport = connect(self.factory, self.context)
+        self.assertTrue(verifyObject(ISessionTransport, session))
+        self.assertIsNone(session.sendfileSocket())
+        self.assertIs(session.wrappedProtocol._session, session)
+
+    def test_notThroughWrapper(self) -> None:
+        """
+        Under a protocol wrapper (as C{TLSMemoryBIOProtocol} is) the
+        connection does not treat its transport as the session: nothing is
+        sent around the wrapper.
+        """
+        from twisted.internet.testing import StringTransport
+        from twisted.protocols.policies import WrappingFactory
+
+        from netd.sessions import SessionFactory
+
+        self.serve()
+        sessions = SessionFactory(WrappingFactory(self.factory), self.context, "ssl:0")
+        session = sessions.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert session is not None
+        session.makeConnection(StringTransport())
+        connection = session.wrappedProtocol.wrappedProtocol
+        self.assertIsInstance(connection, HTTPConnection)
+        self.assertIsNone(connection._session)
+        self.assertIsNone(connection._socket)
+
+
 class DrainTests(HTTPTestCase):
     """
     When the listeners close (SIGTERM, a reload retiring the service).

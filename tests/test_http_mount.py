@@ -20,7 +20,7 @@ from twisted.web.websocket import WebSocketResource
 
 import netd.services
 from netd.http.mount import mountRoot, rebuildRequest
-from netd.http.protocol import Request
+from netd.http.request import Request
 from netd.servicetype import ServiceType
 from netd.services import echo
 from tests.httpsupport import connect, get, makeFactory, makeTree, readResponses

@@ -255,7 +255,8 @@ class TLSProbeTests(TestCase):
     async def test_tlsOk(self) -> None:
         """
         http and echo on C{ssl:} pass the probe, which offers ALPN
-        C{h2,http/1.1}.
+        C{h2,http/1.1}: http negotiates C{h2} and the probe's C{GET /} goes
+        over HTTP/2.
         """
         text, web, echo = self.tlsConfig()
         self.startNetd(text)
@@ -264,7 +265,9 @@ class TLSProbeTests(TestCase):
             probeConfig, parseConfig(serviceTypes(), text, "<t>"), out
         )
         self.assertEqual(failed, 0, out.getvalue())
-        self.assertIn(f"probe ok web on {web}: GET / answered", out.getvalue())
+        self.assertIn(
+            f"probe ok web on {web}: GET / over HTTP/2 answered 200", out.getvalue()
+        )
         self.assertIn(f"probe ok echo on {echo}: echoed", out.getvalue())
 
     async def test_badALPNFails(self) -> None:

@@ -144,19 +144,21 @@ class RealClientTests(SynchronousTestCase):
         """
         curl fetches a file over HTTPS, verifying the self-signed
         certificate: by default (offering C{h2,http/1.1}), with
-        C{--http1.1}, C{--no-alpn}, TLS 1.2 only and TLS 1.3; HTTP/1.1 is
-        what it speaks every time. Before the fix of issue 12 every case but
-        C{--no-alpn} failed the handshake. Plain C{http://} works too.
+        C{--http1.1}, C{--no-alpn}, TLS 1.2 only and TLS 1.3. Before the
+        fix of issue 12 every case but C{--no-alpn} failed the handshake.
+        Plain C{http://} works too. Since issue 16, curl's default offer gets HTTP/2 (at both TLS
+        versions); C{--http1.1}, C{--no-alpn} and plain C{http://} get
+        HTTP/1.1.
         """
         url = f"https://127.0.0.1:{self.port('web', 'ssl')}/f.txt"
         plain = f"http://127.0.0.1:{self.port('web', 'tcp')}/f.txt"
-        for flags, target in (
-            ([], plain),
-            ([], url),
-            (["--http1.1"], url),
-            (["--no-alpn"], url),
-            (["--tlsv1.2", "--tls-max", "1.2"], url),
-            (["--tlsv1.3"], url),
+        for flags, target, version in (
+            ([], plain, b"1.1"),
+            ([], url, b"2"),
+            (["--http1.1"], url, b"1.1"),
+            (["--no-alpn"], url, b"1.1"),
+            (["--tlsv1.2", "--tls-max", "1.2"], url, b"2"),
+            (["--tlsv1.3"], url, b"2"),
         ):
             done = client(
                 "curl",
@@ -172,7 +174,7 @@ class RealClientTests(SynchronousTestCase):
                 target,
             )
             self.assertEqual(done.returncode, 0, (flags, done.stderr))
-            self.assertEqual(done.stdout, BODY + b"\n200 HTTP/1.1", flags)
+            self.assertEqual(done.stdout, BODY + b"\n200 HTTP/" + version, flags)
 
     def test_opensslChat(self) -> None:
         """

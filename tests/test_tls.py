@@ -31,7 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from netd.services import serviceTypes
 from netd.tls import ServerTLS, sslContextFactory
 from tests.chatsupport import Netd
-from tests.httpsupport import readResponses
+from tests.httpsupport import h2Exchange, readResponses
 from tests.support import escape, writeSelfSignedCertificate
 
 LOOPBACK = "127.0.0.1"
@@ -202,24 +202,31 @@ class ContextFactoryTests(SynchronousTestCase):
 
     def test_everyServiceType(self) -> None:
         """
-        The ALPN names the service types declare: http speaks C{http/1.1},
-        the line and byte services none.
+        The ALPN names the service types declare: http speaks C{h2} then
+        C{http/1.1}, the line and byte services none.
         """
         types = serviceTypes()
-        self.assertEqual(types["http"].alpnProtocols, (b"http/1.1",))
+        self.assertEqual(types["http"].alpnProtocols, (b"h2", b"http/1.1"))
         for name in ("echo", "discard", "chat"):
             self.assertEqual(types[name].alpnProtocols, (), name)
 
     def test_handshakes(self) -> None:
         """
-        In memory, over TLS 1.2 and 1.3: an http context negotiates
-        C{http/1.1} with a client offering C{h2,http/1.1}; with a client
-        offering only C{h2}, or nothing, and for a service with no ALPN name,
-        the handshake completes with no protocol.
+        In memory, over TLS 1.2 and 1.3: an http context with HTTP/2 on
+        negotiates C{h2} with a client offering C{h2,http/1.1} or C{h2},
+        C{http/1.1} with one offering only that; with HTTP/2 off, C{http/1.1}
+        with a client offering C{h2,http/1.1} and no protocol with one
+        offering only C{h2}; with a client offering nothing, and for a
+        service with no ALPN name, the handshake completes with no protocol.
         """
+        http2 = sslContextFactory(self.description, (b"h2", b"http/1.1"))
         http = sslContextFactory(self.description, (b"http/1.1",))
         echo = sslContextFactory(self.description, ())
         cases: list[tuple[ServerTLS, list[bytes] | None, bytes]] = [
+            (http2, [b"h2", b"http/1.1"], b"h2"),
+            (http2, [b"h2"], b"h2"),
+            (http2, [b"http/1.1"], b"http/1.1"),
+            (http2, None, b""),
             (http, [b"h2", b"http/1.1"], b"http/1.1"),
             (http, [b"http/1.1"], b"http/1.1"),
             (http, [b"h2"], b""),
@@ -335,6 +342,22 @@ def useHTTP(tls: ssl.SSLSocket, label: str) -> str | None:
     return None
 
 
+def useHTTP2(tls: ssl.SSLSocket, label: str) -> str | None:
+    """
+    @param tls: A connection to the http service that negotiated C{h2}.
+    @param label: Unique text for this combination.
+    @return: What went wrong, or L{None}.
+    """
+    [(status, _, body)] = h2Exchange(
+        tls, [("/f.txt", [("user-agent", label)])], close=True
+    )
+    if status != 200:
+        return f"answered {status}"
+    if body != FILE_BODY:
+        return f"served {body[:60]!r}"
+    return None
+
+
 def useChat(tls: ssl.SSLSocket, label: str) -> str | None:
     """
     @param tls: A connection to chat.
@@ -357,13 +380,16 @@ def useChat(tls: ssl.SSLSocket, label: str) -> str | None:
     return None
 
 
-#: How each service of the matrix is used, and the ALPN protocol it
-#: negotiates when offered.
-USES: dict[str, tuple[Callable[[ssl.SSLSocket, str], str | None], str | None]] = {
-    "echo": (useEcho, None),
-    "discard": (useDiscard, None),
-    "web": (useHTTP, "http/1.1"),
-    "chat": (useChat, None),
+#: How each service of the matrix is used, by the ALPN protocol negotiated
+#: (C{None}: none), and the protocols it negotiates, most preferred first.
+USES: dict[
+    str,
+    tuple[dict[str | None, Callable[[ssl.SSLSocket, str], str | None]], list[str]],
+] = {
+    "echo": ({None: useEcho}, []),
+    "discard": ({None: useDiscard}, []),
+    "web": ({None: useHTTP, "http/1.1": useHTTP, "h2": useHTTP2}, ["h2", "http/1.1"]),
+    "chat": ({None: useChat}, []),
 }
 
 
@@ -377,10 +403,11 @@ class MatrixTests(SynchronousTestCase):
         """
         For each of echo, discard, http and chat on an C{ssl:} listener, each
         ALPN offer of L{OFFERS} and TLS 1.2 and 1.3: the handshake completes
-        at that version; http negotiates C{http/1.1} when it is offered,
-        every other combination no protocol; and the service works over the
-        connection (echo echoes, discard swallows and closes cleanly, http
-        answers 200 with the file, chat greets and a nickname joins). Every
+        at that version; http negotiates C{h2} when it is offered, else
+        C{http/1.1} when that is, every other combination no protocol; and
+        the service works over the connection (echo echoes, discard swallows
+        and closes cleanly, http answers 200 with the file, over HTTP/2 when
+        C{h2} was negotiated, chat greets and a nickname joins). Every
         failing combination is named in the one failure. netd stops cleanly
         afterwards.
         """
@@ -404,20 +431,23 @@ class MatrixTests(SynchronousTestCase):
         failures = []
         combinations = 0
         for service in SERVICES:
-            use, alpn = USES[service]
+            uses, alpns = USES[service]
             port = netd.addresses[(service, "ssl")]
             for version in VERSIONS:
                 for offered in OFFERS:
                     combinations += 1
                     label = f"u{combinations}"
                     name = f"{service} over {version.name} offering {offered}"
-                    expected = alpn if offered and alpn in offered else None
+                    expected = next(
+                        (alpn for alpn in alpns if offered and alpn in offered), None
+                    )
+                    use = uses[expected]
                     problem = self.combination(
                         port,
                         clientContext(certPath, offered, version),
                         version,
                         expected,
-                        lambda tls: use(tls, label),
+                        lambda tls, use=use, label=label: use(tls, label),
                     )
                     if problem is not None:
                         failures.append(f"{name}: {problem}")

@@ -149,6 +149,8 @@ class FileEntry:
     @ivar body: The whole content for a small file or an in-memory body;
         L{None} when the file is streamed from disk.
     @ivar checked: When it was last resolved (reactor seconds).
+    @ivar fields: L{common} as HTTP/2 header fields, made when first needed
+        (L{netd.http.h2.entryFields}).
     """
 
     path: str | None
@@ -161,6 +163,7 @@ class FileEntry:
     headers: bytes
     body: bytes | None
     checked: float = 0.0
+    fields: tuple[tuple[bytes, bytes], ...] | None = None
 
 
 @frozen

@@ -30,7 +30,7 @@ from twisted.web.server import Site
 from netd.http.accesslog import describeHost
 
 if TYPE_CHECKING:
-    from netd.http.protocol import Request
+    from netd.http.request import Request
     from netd.http.server import HTTPFactory
     from netd.servicetype import ServiceContext
 

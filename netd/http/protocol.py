@@ -55,40 +55,42 @@ from httptools import (
     HttpParserUpgrade,
     HttpRequestParser,
 )
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.http.accesslog import describeHost
-from netd.http.files import FileEntry, Redirect
+from netd.http.answer import answer
+from netd.http.files import FileEntry
+from netd.http.h2 import PREFACE, HTTP2Connection
 from netd.http.paths import BadTarget, decodePath, isUnder, splitTarget
-from netd.sessions import Session
+from netd.http.request import (
+    CLOSING,
+    HEAD,
+    IDLE,
+    NONE,
+    SEND,
+    Reject,
+    Request,
+    FieldReader,
+)
+from netd.interfaces import ISessionTransport
 from netd.transport import sendBufferEmpty
 from netd.http.responses import (
     CLOSE,
     KEEP_ALIVE,
     STATUS_LINES,
-    UNSATISFIABLE,
-    etagMatches,
-    etagMatchesStrongly,
-    ifRangeHolds,
-    modifiedSince,
-    notModifiedSince,
-    parseRange,
 )
 
 if TYPE_CHECKING:
     from netd.http.server import HTTPFactory
 
-# Deadline kinds.
-NONE = 0
-IDLE = 1  # between requests: close quietly
-HEAD = 2  # a request is arriving: 408, close
-SEND = 3  # the transport is paused (the client is not reading): abort
-CLOSING = 4  # closing: abort if not closed by then
 
 STREAM_CHUNK = 65536
 MAX_QUEUED = 32
@@ -100,51 +102,10 @@ _STATUS_200 = STATUS_LINES[200]
 _STATUS_206 = STATUS_LINES[206]
 _STATUS_304 = STATUS_LINES[304]
 _STATUS_301 = STATUS_LINES[301]
-_STATUS_416 = STATUS_LINES[416]
 
 # Statuses after which the connection is closed: the request could not be
 # framed or read, so what follows it on the connection cannot be trusted.
 _CLOSING_STATUSES = frozenset((400, 408, 413, 414, 431, 500, 505))
-
-# Request header fields the server looks at, by lowercase name.
-_HOST = 1
-_RANGE = 2
-_IF_NONE_MATCH = 3
-_IF_MODIFIED_SINCE = 4
-_IF_RANGE = 5
-_REFERER = 6
-_USER_AGENT = 7
-_CONTENT_LENGTH = 8
-_TRANSFER_ENCODING = 9
-_EXPECT = 10
-_IF_MATCH = 11
-_IF_UNMODIFIED_SINCE = 12
-_FIELDS = {
-    b"host": _HOST,
-    b"range": _RANGE,
-    b"if-none-match": _IF_NONE_MATCH,
-    b"if-modified-since": _IF_MODIFIED_SINCE,
-    b"if-range": _IF_RANGE,
-    b"referer": _REFERER,
-    b"user-agent": _USER_AGENT,
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"expect": _EXPECT,
-    b"if-match": _IF_MATCH,
-    b"if-unmodified-since": _IF_UNMODIFIED_SINCE,
-}
-
-
-class Reject(Exception):
-    """
-    Raised inside a parser callback to stop parsing and answer an error.
-
-    @ivar status: The status to answer.
-    """
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
 
 
 class _Stop(Exception):
@@ -152,45 +113,6 @@ class _Stop(Exception):
     Raised inside a parser callback to stop parsing: the connection is
     closing or being handed over, what follows is not for this parser.
     """
-
-
-class Request:
-    """
-    What the server keeps of one request while it is read and answered.
-
-    Attributes default at class level, so that a request that does not use
-    a field costs nothing for it.
-    """
-
-    url = b""
-    method = b""
-    version = "1.1"
-    keepAlive = True
-    hosts = 0
-    host = b""
-    range: bytes | None = None
-    ranges = 0
-    ifMatch: bytes | None = None
-    ifUnmodifiedSince: bytes | None = None
-    ifNoneMatch: bytes | None = None
-    ifModifiedSince: bytes | None = None
-    ifRange: bytes | None = None
-    referer = b""
-    userAgent = b""
-    contentLength: int | None = None
-    chunked = False
-    expect = False
-    headerCount = 0
-    headerBytes = 0
-    bodyBytes = 0
-    headDone = False
-    error = 0
-    mount = False
-    upgrade = False
-    started = 0.0
-    headers: list[tuple[bytes, bytes]] | None = None
-    body: list[bytes] | None = None
-    rest = b""
 
 
 class _Stream:
@@ -225,8 +147,8 @@ class _Stream:
         self.sent = 0
 
 
-@implementer(IPushProducer, IHalfCloseableProtocol)
-class HTTPConnection(Protocol):
+@implementer(IPushProducer, IHalfCloseableProtocol, IHandshakeListener)
+class HTTPConnection(FieldReader, Protocol):
     """
     One client connection of an http service.
 
@@ -239,6 +161,7 @@ class HTTPConnection(Protocol):
 
     _log = Logger()
     factory: HTTPFactory
+    transport: Any
 
     deadline = 0.0
     deadlineKind = NONE
@@ -261,7 +184,7 @@ class HTTPConnection(Protocol):
     _socket: int | None = None
     _handle: socket.socket | None = None
     _registered = True
-    _session: Session | None = None
+    _session: Any = None
 
     def connectionMade(self) -> None:
         """
@@ -275,17 +198,61 @@ class HTTPConnection(Protocol):
         self.transport.registerProducer(self, True)
         factory.connectionOpened(self)
         transport = self.transport
-        if isinstance(transport, Session):
+        # Asked of the class: Twisted's protocol wrappers (the TLS layer)
+        # copy their transport's interfaces onto themselves when connected
+        # (ProtocolWrapper.makeConnection), so providedBy would find the
+        # session's declaration on the TLS layer too.
+        if ISessionTransport.implementedBy(type(transport)):
             # A plain stream socket (not TLS): file bodies can be sent with
             # sendfile, and the session's byte count kept by hand.
             self._session = transport
-            getHandle = getattr(transport, "getHandle", None)
-            handle = getHandle() if getHandle is not None else None
-            if isinstance(handle, socket.socket):
+            handle = transport.sendfileSocket()
+            if handle is not None:
                 self._handle = handle
                 self._socket = handle.fileno()
         self.deadline = factory.now + factory.headerTimeout
         self.deadlineKind = IDLE
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: if ALPN selected C{h2}, the connection is
+        HTTP/2's from its first byte.
+        """
+        if (
+            getattr(self.transport, "negotiatedProtocol", None) == b"h2"
+            and self.factory.http2
+        ):
+            self._switchToHTTP2(b"")
+
+    def _switchToHTTP2(self, data: bytes) -> None:
+        """
+        Hand the connection to L{HTTP2Connection}.
+
+        @param data: What the client has sent so far (for prior knowledge:
+            the preface and what followed it).
+        """
+        factory = self.factory
+        factory.connectionClosed(self)
+        self.deadline = 0.0
+        self.deadlineKind = NONE
+        self._noMoreInput = True
+        self._unregister()
+        if self._readPaused:
+            self._readPaused = False
+            self.transport.resumeProducing()
+        channel = HTTP2Connection(factory)
+        self._channel = channel
+        channel.makeConnection(self.transport)
+        if data:
+            channel.dataReceived(data)
+
+    def drain(self) -> None:
+        """
+        The listeners closed: an idle connection closes now; one with a
+        response owed closes after it (L{_mustClose} sees the drain).
+        """
+        if self.deadlineKind == IDLE:
+            self.deadlineExpired()
 
     # Receiving.
 
@@ -315,6 +282,16 @@ class HTTPConnection(Protocol):
             self._upgraded(data, e.args[0])
             return
         except HttpParserError:
+            if (
+                self.factory.h2c
+                and data.startswith(PREFACE)
+                and self._stream is None
+                and not self._queue
+            ):
+                # HTTP/2 with prior knowledge: llhttp stops at the preface.
+                self._req = None
+                self._switchToHTTP2(data)
+                return
             self._fail(400)
             return
         except Exception as e:
@@ -361,62 +338,6 @@ class HTTPConnection(Protocol):
         url = req.url = req.url + part
         if len(url) > self.factory.maxRequestLine:
             raise Reject(414)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """
-        One header field, complete.
-
-        @param name: Its name, as received.
-        @param value: Its value, without surrounding whitespace.
-        @raise Reject: C{431} past the size or count limit, C{413} for a
-            declared body that is too large.
-        """
-        req = self._req
-        assert req is not None
-        factory = self.factory
-        count = req.headerCount = req.headerCount + 1
-        size = req.headerBytes = req.headerBytes + len(name) + len(value)
-        if count > factory.maxHeaders or size > factory.maxHeaderSize:
-            raise Reject(431)
-        if req.headers is not None:
-            req.headers.append((name, value))
-        field = _FIELDS.get(name.lower())
-        if field is None:
-            return
-        if field == _HOST:
-            req.hosts += 1
-            req.host = value
-        elif field == _RANGE:
-            req.ranges += 1
-            req.range = value
-        elif field == _IF_NONE_MATCH:
-            req.ifNoneMatch = (
-                value if req.ifNoneMatch is None else req.ifNoneMatch + b"," + value
-            )
-        elif field == _IF_MODIFIED_SINCE:
-            req.ifModifiedSince = value
-        elif field == _IF_MATCH:
-            req.ifMatch = value if req.ifMatch is None else req.ifMatch + b"," + value
-        elif field == _IF_UNMODIFIED_SINCE:
-            req.ifUnmodifiedSince = value
-        elif field == _IF_RANGE:
-            req.ifRange = value
-        elif field == _REFERER:
-            req.referer = value
-        elif field == _USER_AGENT:
-            req.userAgent = value
-        elif field == _CONTENT_LENGTH:
-            try:
-                length = int(value)
-            except ValueError:
-                raise Reject(400) from None
-            if length > factory.maxBodySize:
-                raise Reject(413)
-            req.contentLength = length
-        elif field == _TRANSFER_ENCODING:
-            req.chunked = True
-        elif field == _EXPECT:
-            req.expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         """
@@ -560,35 +481,7 @@ class HTTPConnection(Protocol):
         if req.error:
             self._error(req, req.error)
             return
-        factory = self.factory
-        url = req.url
-        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
-            path = url
-            query = b""
-        else:
-            try:
-                target = splitTarget(url)
-            except BadTarget:
-                self._error(req, 400)
-                return
-            path, query = target.path, target.query
-        if path == factory.statusPath:
-            self._status(req)
-            return
-        result = factory.pages.get(path)
-        if result is None:
-            result = factory.root.lookup(path, query, factory.now)
-        if type(result) is FileEntry:
-            self._serve(req, result, path)
-        elif type(result) is Redirect:
-            self._redirect(req, result.location)
-        else:
-            mount = factory.mount
-            if result == 404 and mount is not None and path == mount.prefix[:-1]:
-                location = mount.prefix + (b"?" + query if query else b"")
-                self._redirect(req, location)
-                return
-            self._error(req, result)
+        answer(self.factory, req, self)
 
     def _connectionHeader(self, req: Request, close: bool) -> bytes:
         """
@@ -614,78 +507,89 @@ class HTTPConnection(Protocol):
             or self.factory.draining
         )
 
-    def _serve(
-        self, req: Request, entry: FileEntry, path: bytes, retry: bool = True
-    ) -> None:
-        """
-        Answer with a file: C{200}, C{206}, C{304}, C{412} or C{416}.
+    # Responder: what netd.http.answer decided, written as HTTP/1.1.
 
-        Preconditions are evaluated in the order of RFC 9110 13.2.2:
-        C{If-Match} (else C{If-Unmodified-Since}) fails with C{412};
-        C{If-None-Match} (else C{If-Modified-Since}) answers C{304};
-        C{If-Range} decides whether C{Range} applies.
+    def peer(self) -> Any:
+        """
+        @return: The client's address.
+        """
+        return self.transport.getPeer()
+
+    def sendError(self, req: Request, status: int) -> None:
+        """
+        Answer an error status (see L{_error}).
+
+        @param req: The request.
+        @param status: The status.
+        """
+        self._error(req, status)
+
+    def sendUnsatisfiable(self, req: Request, entry: FileEntry) -> None:
+        """
+        Answer C{416} with the size of the file.
 
         @param req: The request.
         @param entry: The file.
-        @param path: The request path (its cache key).
-        @param retry: Whether to look the path up again if the file turns
-            out to have changed.
+        """
+        self._error(
+            req,
+            416,
+            b"Content-Range: bytes */" + str(entry.size).encode("ascii") + b"\r\n",
+        )
+
+    def sendRedirect(self, req: Request, location: bytes) -> None:
+        """
+        Answer C{301} (see L{_redirect}).
+
+        @param req: The request.
+        @param location: Where to.
+        """
+        self._redirect(req, location)
+
+    def sendNotModified(self, req: Request, entry: FileEntry) -> None:
+        """
+        Answer C{304} with the file's validators.
+
+        @param req: The request.
+        @param entry: The file.
+        """
+        close = self._mustClose(req)
+        self.transport.write(
+            _STATUS_304
+            + self.factory.dateLine
+            + entry.common
+            + b"Content-Length: "
+            + str(entry.size).encode("ascii")
+            + b"\r\n"
+            + self._connectionHeader(req, close)
+            + b"\r\n"
+        )
+        self._done(req, 304, 0, close)
+
+    def sendFile(
+        self,
+        req: Request,
+        entry: FileEntry,
+        status: int,
+        start: int,
+        length: int,
+        body: bytes | None,
+        fd: int | None,
+    ) -> None:
+        """
+        Answer C{200} or C{206}: the head, then the body given or streamed
+        from C{fd} (with C{sendfile} on a plain socket).
+
+        @param req: The request.
+        @param entry: The file.
+        @param status: C{200} or C{206}.
+        @param start: The first byte.
+        @param length: How many bytes.
+        @param body: The bytes, or L{None} to stream from C{fd}.
+        @param fd: The open file, or L{None}.
         """
         factory = self.factory
         close = self._mustClose(req)
-        if req.ifMatch is not None:
-            if not etagMatchesStrongly(req.ifMatch, entry.etag):
-                self._error(req, 412)
-                return
-        elif req.ifUnmodifiedSince is not None:
-            if modifiedSince(req.ifUnmodifiedSince, entry.mtime):
-                self._error(req, 412)
-                return
-        if req.ifNoneMatch is not None:
-            notModified = etagMatches(req.ifNoneMatch, entry.etag)
-        elif req.ifModifiedSince is not None:
-            notModified = notModifiedSince(req.ifModifiedSince, entry.mtime)
-        else:
-            notModified = False
-        if notModified:
-            self.transport.write(
-                _STATUS_304
-                + factory.dateLine
-                + entry.common
-                + b"Content-Length: "
-                + str(entry.size).encode("ascii")
-                + b"\r\n"
-                + self._connectionHeader(req, close)
-                + b"\r\n"
-            )
-            self._done(req, 304, 0, close)
-            return
-        start = 0
-        length = entry.size
-        status = 200
-        if (
-            req.range is not None
-            and req.ranges == 1
-            and req.method == _GET
-            and (
-                req.ifRange is None
-                or ifRangeHolds(req.ifRange, entry.etag, entry.lastModified)
-            )
-        ):
-            byteRange = parseRange(req.range, entry.size)
-            if byteRange is UNSATISFIABLE:
-                self._error(
-                    req,
-                    416,
-                    b"Content-Range: bytes */"
-                    + str(entry.size).encode("ascii")
-                    + b"\r\n",
-                )
-                return
-            if byteRange is not None:
-                status = 206
-                start, end = byteRange
-                length = end - start + 1
         if status == 200:
             head = _STATUS_200 + factory.dateLine + entry.headers
         else:
@@ -697,27 +601,11 @@ class HTTPConnection(Protocol):
                 % (start, start + length - 1, entry.size, length)
             )
         head += self._connectionHeader(req, close) + b"\r\n"
-        if req.method == _HEAD or length == 0:
-            self.transport.write(head)
-            self._done(req, status, 0, close)
-            return
-        body = entry.body
         if body is not None:
-            if status == 206:
-                body = body[start : start + length]
-            self.transport.write(head + body)
-            self._done(req, status, length, close)
+            self.transport.write(head + body if body else head)
+            self._done(req, status, len(body), close)
             return
-        fd = factory.root.open(entry)
-        if fd is None:
-            # The file changed since it was looked up: look again, once.
-            factory.root.invalidate(path)
-            result = factory.root.lookup(path, b"", factory.now)
-            if retry and type(result) is FileEntry and result is not entry:
-                self._serve(req, result, path, retry=False)
-            else:
-                self._error(req, 404)
-            return
+        assert fd is not None
         # Corked, the head and the first sendfile bytes leave in full
         # segments rather than the head alone in a small one.
         handle = self._handle
@@ -789,6 +677,7 @@ class HTTPConnection(Protocol):
         """
         sent = 0
         out = self._socket
+        assert out is not None
         try:
             while stream.remaining:
                 n = os.sendfile(out, stream.fd, stream.offset, stream.remaining)
@@ -888,18 +777,15 @@ class HTTPConnection(Protocol):
             req = self._req or Request()
         self._done(req, status, factory.errorBodyLength[status], close)
 
-    def _status(self, req: Request) -> None:
+    def sendStatusPage(self, req: Request, body: bytes) -> None:
         """
-        Answer the status endpoint: JSON for allowed peers, C{403} for others.
+        Answer the status endpoint with its JSON.
 
         @param req: The request.
+        @param body: The JSON.
         """
         factory = self.factory
-        if not factory.statusAllowed(self.transport.getPeer()):
-            self._error(req, 403)
-            return
         close = self._mustClose(req)
-        body = factory.statusBody()
         head = (
             _STATUS_200
             + factory.dateLine
@@ -946,23 +832,9 @@ class HTTPConnection(Protocol):
         @param status: The status sent.
         @param sent: Body bytes sent.
         """
-        factory = self.factory
         if self._peer is None:
             self._peer = describeHost(self.transport.getPeer())
-        now = factory.clock.seconds()
-        started = req.started or now
-        factory.accessLog.record(
-            self._peer,
-            req.method or b"-",
-            req.url or b"-",
-            req.version,
-            status,
-            sent,
-            max(0.0, now - started),
-            req.referer,
-            req.userAgent,
-            started,
-        )
+        self.factory.record(self._peer, req, status, sent)
 
     def _fail(self, status: int) -> None:
         """
@@ -1016,11 +888,7 @@ class HTTPConnection(Protocol):
         self.deadlineKind = CLOSING
         transport = self.transport
         loseWrite = getattr(transport, "loseWriteConnection", None)
-        if (
-            loseWrite is not None
-            and not self._readClosed
-            and not isinstance(transport, TLSMemoryBIOProtocol)
-        ):
+        if loseWrite is not None and not self._readClosed and self._session is not None:
             # Lingering close: stop sending, but keep reading (and dropping)
             # what the client still sends for a moment, so that closing with
             # unread data does not reset the connection before the client has

@@ -270,3 +270,19 @@ def parseRange(header: bytes, size: int) -> tuple[int, int] | None:
     if suffix == 0 or size == 0:
         return UNSATISFIABLE
     return max(0, size - suffix), size - 1
+
+
+def fieldsOf(lines: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """
+    Turn pre-built HTTP/1.1 header lines into the field list of an HTTP/2
+    header block (lowercase names, RFC 9113 section 8.2.1).
+
+    @param lines: C{Name: value\\r\\n} lines.
+    @return: C{(name, value)} pairs.
+    """
+    fields = []
+    for line in lines.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            fields.append((name.strip().lower(), value.strip()))
+    return tuple(fields)

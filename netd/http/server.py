@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import resource
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import frozen
 from twisted.internet.protocol import Factory
@@ -27,9 +27,16 @@ from netd import __version__
 from netd.http.accesslog import AccessLog
 from netd.http.files import DocumentRoot, FileEntry, MimeTypes
 from netd.http.mount import Mount
-from netd.http.protocol import IDLE, HTTPConnection
-from netd.http.responses import STATUS_REASONS, errorResponse, headerLines, httpDate
 from netd.counters import HTTPCounters
+from netd.http.protocol import IDLE, HTTPConnection
+from netd.http.request import Request
+from netd.http.responses import (
+    STATUS_REASONS,
+    errorResponse,
+    fieldsOf,
+    headerLines,
+    httpDate,
+)
 from netd.policy import AddressFilter
 from netd.servicetype import ServiceContext
 from netd.settings import Network
@@ -63,6 +70,12 @@ class HTTPConfig:
     @ivar accessLogEvents: Whether each request is a log event.
     @ivar statusPath: The status endpoint's path, or L{None}.
     @ivar statusAllow: Who may read it.
+    @ivar http2: Whether C{h2} is offered by ALPN on C{ssl:} listeners.
+    @ivar h2c: Whether HTTP/2 with prior knowledge is accepted in cleartext.
+    @ivar http2MaxStreams: C{SETTINGS_MAX_CONCURRENT_STREAMS}.
+    @ivar http2MaxResets: Streams a client may reset per second.
+    @ivar http2MaxControlFrames: PING, SETTINGS and PRIORITY frames a client
+        may send per second.
     @ivar chat: The service whose web resource is mounted, or L{None}.
     @ivar chatPath: Where.
     """
@@ -87,8 +100,32 @@ class HTTPConfig:
     accessLogEvents: bool = False
     statusPath: str | None = None
     statusAllow: tuple[Network, ...] = ()
+    http2: bool = True
+    h2c: bool = False
+    http2MaxStreams: int = 100
+    http2MaxResets: int = 200
+    http2MaxControlFrames: int = 200
     chat: str | None = None
     chatPath: str = "/chat/"
+
+
+class Connection(Protocol):
+    """
+    What the factory's clock needs of a connection, whatever its framing
+    (L{HTTPConnection}, L{HTTP2Connection<netd.http.h2.HTTP2Connection>}).
+    """
+
+    deadline: float
+
+    def deadlineExpired(self) -> None:
+        """
+        L{deadline} has passed.
+        """
+
+    def drain(self) -> None:
+        """
+        The listeners closed: finish what is owed, then close.
+        """
 
 
 def raiseFileLimit() -> tuple[int, int] | None:
@@ -108,7 +145,7 @@ def raiseFileLimit() -> tuple[int, int] | None:
     return soft, target
 
 
-class HTTPFactory(Factory):
+class HTTPFactory(Factory[HTTPConnection]):
     """
     Builds the connections of one http service and holds what they share.
 
@@ -149,10 +186,24 @@ class HTTPFactory(Factory):
         self.keepaliveTimeout = config.keepaliveTimeout
         self.noKeepAlive = config.keepaliveTimeout == 0
         self.sendTimeout = config.sendTimeout
+        # HTTP/2 is not offered while a chat page is mounted: see
+        # netd.services.http.alpnProtocols.
+        self.http2 = config.http2 and not config.chat
+        self.h2c = config.h2c and not config.chat
+        self.http2MaxStreams = config.http2MaxStreams
+        self.http2MaxResets = config.http2MaxResets
+        self.http2MaxControlFrames = config.http2MaxControlFrames
+        # HPACK counts 32 bytes per field on top of its name and value
+        # (RFC 9113 section 6.5.2), and the pseudo-header fields come on top
+        # of max_header_size.
+        self.maxHeaderList = (
+            config.maxHeaderSize + 32 * (config.maxHeaders + 4) + config.maxRequestLine
+        )
         names = {name.lower() for name, _ in config.headers}
         self.extra = (b"" if "server" in names else SERVER) + headerLines(
             config.headers
         )
+        self.extraFields = fieldsOf(self.extra)
         self.errorResponses = {
             (status, close): errorResponse(status, self.extra, close)
             for status in STATUS_REASONS
@@ -197,7 +248,7 @@ class HTTPFactory(Factory):
         self.requests = 0
         self.stats = HTTPCounters()
         self.draining = False
-        self.connections: set[HTTPConnection] = set()
+        self.connections: set[Connection] = set()
         self._tick = LoopingCall(self.tick)
         self._tick.clock = self.clock
         self._refresh(self.clock.seconds())
@@ -230,8 +281,7 @@ class HTTPFactory(Factory):
         self.draining = True
         self.accessLog.flush()
         for connection in list(self.connections):
-            if connection.deadlineKind == IDLE:
-                connection.deadlineExpired()
+            connection.drain()
         if not self.connections:
             self.accessLog.close()
 
@@ -248,7 +298,7 @@ class HTTPFactory(Factory):
 
     # Connections and the clock.
 
-    def connectionOpened(self, connection: HTTPConnection) -> None:
+    def connectionOpened(self, connection: Connection) -> None:
         """
         Track a connection's deadlines; start the clock if it is stopped.
 
@@ -261,7 +311,7 @@ class HTTPFactory(Factory):
             self._tick.start(1.0, now=False)
         self.connections.add(connection)
 
-    def connectionClosed(self, connection: HTTPConnection) -> None:
+    def connectionClosed(self, connection: Connection) -> None:
         """
         Stop tracking a connection; stop the clock if it was the last one.
 
@@ -281,7 +331,8 @@ class HTTPFactory(Factory):
         @param now: The current time.
         """
         self.now = now
-        self.dateLine = b"Date: " + httpDate(now).encode("ascii") + b"\r\n"
+        self.dateValue = httpDate(now).encode("ascii")
+        self.dateLine = b"Date: " + self.dateValue + b"\r\n"
 
     def tick(self) -> None:
         """
@@ -294,6 +345,30 @@ class HTTPFactory(Factory):
             if deadline and deadline <= now:
                 connection.deadlineExpired()
         self.accessLog.flush()
+
+    def record(self, peer: str, req: Request, status: int, sent: int) -> None:
+        """
+        Send one access record.
+
+        @param peer: The client's address, described.
+        @param req: The request.
+        @param status: The status sent.
+        @param sent: Body bytes sent.
+        """
+        now = self.clock.seconds()
+        started = req.started or now
+        self.accessLog.record(
+            peer,
+            req.method or b"-",
+            req.url or b"-",
+            req.version,
+            status,
+            sent,
+            max(0.0, now - started),
+            req.referer,
+            req.userAgent,
+            started,
+        )
 
     # The status endpoint.
 

@@ -345,6 +345,40 @@ SETTINGS = (
         "path of the JSON status endpoint ('' or absent: off)",
     ),
     Setting("status_allow", LOOPBACK, networks, "who may read the status endpoint"),
+    Setting(
+        "http2",
+        True,
+        boolean,
+        "offer HTTP/2 (ALPN h2) on ssl: listeners; off while chat is mounted,"
+        " whose WebSocket needs HTTP/1.1",
+    ),
+    Setting(
+        "h2c",
+        False,
+        boolean,
+        "accept HTTP/2 with prior knowledge (cleartext h2c) on tcp: listeners",
+    ),
+    Setting(
+        "http2_max_streams",
+        100,
+        integer(1, 10_000),
+        "HTTP/2 streams a client may have open at once"
+        " (SETTINGS_MAX_CONCURRENT_STREAMS)",
+    ),
+    Setting(
+        "http2_max_resets",
+        200,
+        integer(1, 1_000_000),
+        "HTTP/2 streams a client may reset per second before it is cut"
+        " (rapid reset, CVE-2023-44487)",
+    ),
+    Setting(
+        "http2_max_control_frames",
+        200,
+        integer(1, 1_000_000),
+        "HTTP/2 PING, SETTINGS and PRIORITY frames a client may send per second"
+        " before it is cut",
+    ),
     Setting("chat", None, serviceName, "a service whose web front end is mounted"),
     Setting(
         "chat_path",
@@ -375,6 +409,11 @@ _FIELDS = {
     "access_log_events": "accessLogEvents",
     "status_path": "statusPath",
     "status_allow": "statusAllow",
+    "http2": "http2",
+    "h2c": "h2c",
+    "http2_max_streams": "http2MaxStreams",
+    "http2_max_resets": "http2MaxResets",
+    "http2_max_control_frames": "http2MaxControlFrames",
     "chat": "chat",
     "chat_path": "chatPath",
 }
@@ -388,6 +427,20 @@ def httpConfig(settings: Mapping[str, Any]) -> HTTPConfig:
     @return: The configuration.
     """
     return HTTPConfig(**{_FIELDS[key]: value for key, value in settings.items()})
+
+
+def alpnProtocols(settings: Mapping[str, Any]) -> tuple[bytes, ...]:
+    """
+    @param settings: An http service's settings.
+    @return: C{h2} then C{http/1.1} when HTTP/2 is on and no chat page is
+        mounted (browsers open a mounted chat's WebSocket with an HTTP/1.1
+        Upgrade, which an HTTP/2 connection cannot carry, and the mounted
+        page is served by C{twisted.web} over HTTP/1.1 only), else
+        C{http/1.1} alone.
+    """
+    if settings.get("http2", True) and not settings.get("chat"):
+        return (b"h2", b"http/1.1")
+    return (b"http/1.1",)
 
 
 def usedServices(settings: Mapping[str, Any]) -> list[str]:
@@ -508,6 +561,9 @@ def httpProbe(target: ProbeTarget) -> str:
     """
     streamOnly(target)
     with target.connect() as skt:
+        selected = getattr(skt, "selected_alpn_protocol", None)
+        if selected is not None and selected() == "h2":
+            return http2Probe(skt)
         try:
             skt.sendall(
                 b"GET / HTTP/1.1\r\nHost: localhost\r\n"
@@ -523,13 +579,65 @@ def httpProbe(target: ProbeTarget) -> str:
     return f"GET / answered {status!r}"
 
 
+def http2Probe(skt: Any) -> str:
+    """
+    HTTP/2 (ALPN chose C{h2}): C{GET /} on stream 1 is answered with
+    status 200.
+
+    @param skt: The connected TLS socket.
+    @return: What was answered.
+    @raise ProbeFailed: If the answer is not 200, or the exchange fails.
+    """
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.events import ConnectionTerminated, ResponseReceived, StreamReset
+    from h2.exceptions import ProtocolError
+
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(
+        1,
+        [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost"),
+            (b":path", b"/"),
+            (b"user-agent", b"netd-probe"),
+        ],
+        end_stream=True,
+    )
+    try:
+        skt.sendall(client.data_to_send())
+        for _ in range(64):
+            data = skt.recv(65536)
+            if not data:
+                break
+            for event in client.receive_data(data):
+                if isinstance(event, ResponseReceived):
+                    status = dict(event.headers).get(b":status", b"").decode()
+                    if status != "200":
+                        raise ProbeFailed(
+                            f"GET / over HTTP/2 answered {status}, not 200"
+                        )
+                    return f"GET / over HTTP/2 answered {status}"
+                if isinstance(event, (StreamReset, ConnectionTerminated)):
+                    raise ProbeFailed("GET / over HTTP/2 was refused")
+            skt.sendall(client.data_to_send())
+    except OSError as e:
+        raise ProbeFailed(f"exchange failed: {why(e)}") from None
+    except ProtocolError as e:
+        raise ProbeFailed(f"HTTP/2 protocol error: {e}") from None
+    raise ProbeFailed("GET / over HTTP/2 got no answer")
+
+
 http = ServiceType(
     name="http",
-    description="a fast, hardened static-file web server (HTTP/1.1, HTTPS on ssl: listeners)",
+    description="a fast, hardened static-file web server (HTTP/1.1; HTTPS and HTTP/2 on ssl: listeners)",
     settings=SETTINGS,
     buildStreamFactory=buildStreamFactory,
     checkConfig=checkConfig,
-    alpnProtocols=(b"http/1.1",),
+    alpnProtocols=(b"h2", b"http/1.1"),
+    alpn=alpnProtocols,
     uses=usedServices,
     ownedFiles=ownedFiles,
     probe=httpProbe,
