@@ -327,6 +327,19 @@ class BasicTests(H2TestCase):
         self.assertEqual(records[0]["bytes"], len(SMALL))
         self.assertEqual(records[0]["userAgent"], "h2-test")
 
+    def test_metricsCounted(self) -> None:
+        """
+        HTTP/2 responses are counted for the metrics endpoint by status
+        class, with their latency, as HTTP/1.1's are.
+        """
+        self.open()
+        self.get("/small.html")
+        self.get("/missing")
+        stats = self.factory.stats
+        self.assertEqual(stats.statusClasses[2], 1)
+        self.assertEqual(stats.statusClasses[4], 1)
+        self.assertEqual(stats.latencies.count, 2)
+
     def test_headerLimits(self) -> None:
         """
         The HTTP/1.1 header-field limits apply to each request: too many

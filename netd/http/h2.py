@@ -285,8 +285,7 @@ class HTTP2Connection(FieldReader, Protocol):
         req = Request()
         req.version = "2"
         req.streamId = streamId
-        if factory.accessLog.enabled:
-            req.started = factory.clock.seconds()
+        req.started = factory.clock.seconds()
         self._req = req
         try:
             for name, value in headers:
@@ -661,6 +660,7 @@ class HTTP2Connection(FieldReader, Protocol):
         self._open.discard(req.streamId)
         factory = self.factory
         factory.requests += 1
+        factory.stats.record(status, factory.clock.seconds() - req.started)
         if factory.accessLog.enabled:
             if self._peer is None:
                 self._peer = self._describePeer()
