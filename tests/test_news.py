@@ -37,9 +37,11 @@ class FragmentTests(SynchronousTestCase):
     def test_names(self) -> None:
         """
         Every fragment is named C{<issue>.<type>} (an issue number and one of
-        the configured types), and says something unless it is C{misc}.
+        the configured types), or C{<issue>.<type>.<name>} when an issue has
+        several of a type (towncrier reads both), and says something unless
+        it is C{misc}.
         """
-        pattern = re.compile(r"^[1-9][0-9]*\.(%s)$" % "|".join(TYPES))
+        pattern = re.compile(r"^[1-9][0-9]*\.(%s)(\.[a-z0-9]+)?$" % "|".join(TYPES))
         for name in os.listdir(FRAGMENTS):
             if name.startswith("."):
                 continue
