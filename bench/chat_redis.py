@@ -3,7 +3,7 @@ Benchmark netd's chat service with a Redis hub, against the in-process hub,
 on this machine, in the same run.
 
 C{python bench/chat_redis.py [--clients 100] [--seconds 5] [--repeat 3]
-[--fanout-rates 1000,3000] [--rate 1000]}
+[--fanout-rates 1000,5000] [--rate 1000] [--fanout-only]}
 
 starts its own C{redis-server} (Debian's; loopback, a free port, no
 persistence) and, for every repeat:
@@ -243,8 +243,13 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--fanout-rates", default="1000,3000")
+    parser.add_argument("--fanout-rates", default="1000,5000")
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument(
+        "--fanout-only",
+        action="store_true",
+        help="skip the two-process and restart runs",
+    )
     options = parser.parse_args(argv)
     rates = [float(r) for r in options.fanout_rates.split(",") if r]
     fanout: dict[tuple[float, str], list[dict[str, float]]] = {}
@@ -321,6 +326,8 @@ def main(argv: Sequence[str]) -> None:
                 f"{spread([r['p50_ms'] for r in runs], 1)} | "
                 f"{spread([r['p99_ms'] for r in runs], 1)} | {ratio} |"
             )
+    if options.fanout_only:
+        return
     print()
     print(
         f"Two netd processes on one Redis, {options.rate:g} msg/s from 10 senders on "
