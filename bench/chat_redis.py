@@ -275,6 +275,8 @@ def main(argv: Sequence[str]) -> None:
                         progress(f"  {json.dumps(result)}")
                         fanout.setdefault((rate, hub), []).append(result)
                         redis.command("FLUSHALL")
+                if options.fanout_only:
+                    continue
                 with (
                     netd(directory, "split-a", redis.url) as (portA, _),
                     netd(directory, "split-b", redis.url) as (portB, _),
