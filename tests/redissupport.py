@@ -40,11 +40,29 @@ class RedisServer:
     """
 
     def __init__(
-        self, password: str = "", unix: bool = False, extra: tuple[str, ...] = ()
+        self,
+        password: str = "",
+        unix: bool = False,
+        extra: tuple[str, ...] = (),
+        tls: bool = False,
     ) -> None:
+        """
+        @param password: C{requirepass}, or C{""}.
+        @param unix: Listen on a UNIX socket instead of TCP.
+        @param extra: More C{redis-server} arguments.
+        @param tls: Speak TLS on the TCP port, with a fresh self-signed
+            certificate (L{certificate}) for 127.0.0.1.
+        """
         self.directory = tempfile.mkdtemp(prefix="netd-redis-")
         self.password = password
         self.port = 0 if unix else freePort()
+        self.tls = tls
+        self.certificate = ""
+        self.key = ""
+        if tls:
+            from tests.support import writeSelfSignedCertificate
+
+            self.key, self.certificate = writeSelfSignedCertificate(self.directory)
         self.unixPath = os.path.join(self.directory, "redis.sock") if unix else ""
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
@@ -56,6 +74,8 @@ class RedisServer:
         """
         if self.unixPath:
             return f"unix://{self.unixPath}"
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
@@ -70,7 +90,7 @@ class RedisServer:
             "--bind",
             "127.0.0.1",
             "--port",
-            str(self.port),
+            "0" if self.tls else str(self.port),
             "--save",
             "",
             "--appendonly",
@@ -88,6 +108,17 @@ class RedisServer:
             arguments += ["--unixsocket", self.unixPath, "--unixsocketperm", "700"]
         if self.password:
             arguments += ["--requirepass", self.password]
+        if self.tls:
+            arguments += [
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                self.certificate,
+                "--tls-key-file",
+                self.key,
+                "--tls-auth-clients",
+                "no",
+            ]
         arguments += list(self.extra)
         self.process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

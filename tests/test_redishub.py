@@ -468,6 +468,38 @@ class FaultTests(RedisTestCase):
         self.assertIn("check hub", lines[0])
 
     @inlineCallbacks
+    def test_tls(self) -> Any:
+        """
+        C{rediss://} with C{hub_ca_file} naming the server's certificate
+        authority: two nodes share a room over TLS.
+        """
+        redis = self.startRedis(tls=True)
+        a = self.makeHub(redis.url, "node-a", caFile=redis.certificate)
+        b = self.makeHub(redis.url, "node-b", caFile=redis.certificate)
+        yield waitFor(lambda: a.connected and b.connected)
+        amy, bob = Member("a.1", "amy"), Member("b.1", "bob")
+        yield a.join("lobby", amy)
+        yield b.join("lobby", bob)
+        a.publish("lobby", message("lobby", "amy", "over TLS", "a.1"))
+        yield waitFor(lambda: bob.lines == ["<amy> over TLS"])
+
+    @inlineCallbacks
+    def test_tlsUntrusted(self) -> Any:
+        """
+        A server certificate netd does not trust: one line saying it is a
+        TLS error and naming C{hub} and C{hub_ca_file}; no connection.
+        """
+        logs = LogCatcher(self)
+        redis = self.startRedis(tls=True)
+        hub = self.makeHub(redis.url, "node-a", retryMax=0.2)
+        yield deferLater(reactor, 1.5, lambda: None)  # type: ignore[arg-type]
+        lines = logs.texts("unavailable")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("TLS error", lines[0])
+        self.assertIn("hub_ca_file", lines[0])
+        self.assertFalse(hub.connected)
+
+    @inlineCallbacks
     def test_unixSocket(self) -> Any:
         """
         C{unix:///path} works.
