@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase
 
-from netd.chat.commands import ChatSettings
+from netd.chat.commands import ChatServer, ChatSettings
 from netd.chat.redishub import RedisHub
 from netd.config import parseConfig
 from netd.services import serviceTypes
@@ -153,3 +155,22 @@ class BuildHubTests(OptionsTestCase):
             [c for c, _, _ in reactor.triggers["before"]["shutdown"]], [hub.stop]
         )
         self.assertEqual([c for c, _, _ in reactor.whenRunningHooks], [hub.start])
+
+
+class MemberIdTests(SynchronousTestCase):
+    """
+    Member ids stay unique across processes sharing a hub.
+    """
+
+    def test_samePidDifferentIds(self) -> None:
+        """
+        Two chat servers in processes with the same pid (two hosts, two
+        containers) hand out different member ids.
+        """
+        self.patch(os, "getpid", lambda: 7)
+        first = ChatServer("chat", ChatSettings(), Clock())
+        second = ChatServer("chat", ChatSettings(), Clock())
+        self.assertTrue(first.newMemberId().startswith("7."))
+        self.assertNotEqual(
+            first.newMemberId().split(".")[1], second.newMemberId().split(".")[1]
+        )

@@ -227,7 +227,11 @@ class ChatServer:
         self.policy = policy
         self.idleTimeout = idleTimeout
         self._ids = itertools.count(1)
-        self._prefix = f"{os.getpid()}.{id(self):x}."
+        # Random, not the object's address: processes on two hosts (or in two
+        # containers) can have the same pid and the same addresses, and a
+        # member id that clashed with a remote one would hide that member's
+        # lines from the local one (EventBatch.without).
+        self._prefix = f"{os.getpid()}.{os.urandom(6).hex()}."
         self._toFlush: list[Any] = []
         self._flushCall: Any = None
 
