@@ -9,6 +9,7 @@ is killed and started again mid-conversation.
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,7 +25,7 @@ drain_timeout = 1
 
 [services.chat]
 type = "chat"
-listen = ["tcp:{port}:interface=127.0.0.1"]
+listen = ["tcp:{port}:interface=127.0.0.1"{udp}]
 hub = "{hub}"
 hub_retry_max = 0.5
 hub_timeout = 2
@@ -82,8 +83,8 @@ class RedisEndToEndTests(SynchronousTestCase):
 
     def test_twoHostsAndWorkers(self) -> None:
         """
-        Members on host A (one process) and host B (two workers, both
-        serving chat) share C{#lobby}: messages from two senders on
+        Members on host A (one process; TCP and UDP) and host B (two
+        workers, both serving chat) share C{#lobby}: messages from two senders on
         different hosts reach every observer in the same order; a nickname
         held on A is taken on B; a late joiner on B gets the history said on
         A. Redis is then killed: each host goes on serving its own members;
@@ -94,9 +95,17 @@ class RedisEndToEndTests(SynchronousTestCase):
         redis.start()
         self.addCleanup(redis.stop)
         portA, portB = freePort(), freePort()
-        a = Netd(CONFIG.format(netd="", port=portA, hub=redis.url))
+        udpA = freePort()
+        a = Netd(
+            CONFIG.format(
+                netd="",
+                port=portA,
+                hub=redis.url,
+                udp=f', "udp:{udpA}:interface=127.0.0.1"',
+            )
+        )
         self.addCleanup(a.stop)
-        b = Netd(CONFIG.format(netd="workers = 2", port=portB, hub=redis.url))
+        b = Netd(CONFIG.format(netd="workers = 2", port=portB, hub=redis.url, udp=""))
         self.addCleanup(b.stop)
         waitOutput(a, r"Redis hub .* connected")
         waitOutput(b, r"netd ready with 2 workers")
@@ -135,6 +144,18 @@ class RedisEndToEndTests(SynchronousTestCase):
             sorted(amy.messages(20)), sorted(f"<b0> b{i}" for i in range(20))
         )
 
+        # A UDP member on host A, seen on host B and on A.
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(udp.close)
+        udp.connect(("127.0.0.1", udpA))
+        pad = " " * 400  # a UDP source is sent at most what it sent
+        udp.send(f"/nick udpu{pad}\n".encode())
+        onB[-1].client.expect(r"^\*\*\* udpu joined #lobby$")
+        udp.send(f"hi from udp{pad}\n".encode())
+        self.assertEqual(onB[-1].messages(1), ["<udpu> hi from udp"])
+        self.assertEqual(watcherA.messages(1), ["<udpu> hi from udp"])
+        said = fromA + ["<udpu> hi from udp"]
+
         # One nickname in the whole cluster.
         other = LineClient(portB)
         self.addCleanup(other.close)
@@ -149,13 +170,13 @@ class RedisEndToEndTests(SynchronousTestCase):
         late.send("late")
         history = late.expect("end of history")
         self.assertEqual(
-            [line for line in history if line.startswith("<")], fromA[-20:]
+            [line for line in history if line.startswith("<")], said[-20:]
         )
 
         # /who is cluster-wide.
         late.send("/who")
         who = late.expect(r"^\*\*\* #lobby \(")[-1]
-        for nick in ["amy", "wa", "late"] + [m.nick for m in onB]:
+        for nick in ["amy", "wa", "late", "udpu"] + [m.nick for m in onB]:
             self.assertIn(nick, who)
 
         # Redis dies mid-conversation.
