@@ -377,6 +377,11 @@ class FaultTests(RedisTestCase):
         yield a._renew()
         self.assertFalse((yield b.claimNick(Member("b.2", "amy"), "amy")))
         self.assertEqual(a.lostEntries + b.lostEntries + a.notShared, 0)
+        state = a.state()
+        self.assertTrue(state.connected)
+        self.assertGreaterEqual(state.reconnects, 1)
+        self.assertEqual(state.rooms, 1)
+        self.assertEqual((state.notShared, state.lostEntries), (0, 0))
 
     @inlineCallbacks
     def test_partitioned(self) -> Any:
@@ -406,6 +411,8 @@ class FaultTests(RedisTestCase):
         yield waitFor(lambda: len(amy.lines) == 101)
         yield deferLater(reactor, 1.2, lambda: None)  # type: ignore[arg-type]
         self.assertEqual(a.notShared, 51)
+        self.assertEqual(a.state().notShared, 51)
+        self.assertFalse(a.state().connected)
         self.assertTrue(
             any("51 messages could not be shared" in t for t in logs.texts("notShared"))
         )

@@ -48,6 +48,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -183,6 +184,29 @@ redis.call('XADD', ARGV[1] .. 'in:' .. node, 'MAXLEN', '~', ARGV[2], '*',
   'k', ARGV[3], 'e', ARGV[4])
 return 1
 """
+
+
+@frozen
+class HubState:
+    """
+    A snapshot of a L{RedisHub}, for metrics.
+
+    @ivar connected: Whether both connections to Redis are up.
+    @ivar reconnects: Times the command connection came back after the first.
+    @ivar published: Stream entries written (one per room per reactor turn).
+    @ivar notShared: Events delivered locally only (outbox overflow).
+    @ivar lostEntries: Entries of other nodes known missed (sequence gaps).
+    @ivar outboxEvents: Events waiting to be read back from Redis.
+    @ivar rooms: Rooms with local members.
+    """
+
+    connected: bool
+    reconnects: int
+    published: int
+    notShared: int
+    lostEntries: int
+    outboxEvents: int
+    rooms: int
 
 
 def hexName(name: str) -> str:
@@ -653,6 +677,20 @@ class RedisHub:
         @return: How many rooms have local members.
         """
         return len(self._rooms)
+
+    def state(self) -> HubState:
+        """
+        @return: What a metrics endpoint reports about the hub.
+        """
+        return HubState(
+            connected=self.connected,
+            reconnects=max(0, self.commands.connects - 1),
+            published=self.published,
+            notShared=self.notShared,
+            lostEntries=self.lostEntries,
+            outboxEvents=self._outboxEvents,
+            rooms=len(self._rooms),
+        )
 
     # Publishing
 
