@@ -169,9 +169,7 @@ class RedisEndToEndTests(SynchronousTestCase):
         late.expect("type a nickname")
         late.send("late")
         history = late.expect("end of history")
-        self.assertEqual(
-            [line for line in history if line.startswith("<")], said[-20:]
-        )
+        self.assertEqual([line for line in history if line.startswith("<")], said[-20:])
 
         # /who is cluster-wide.
         late.send("/who")
