@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -17,6 +18,7 @@ from netd.chat.redisclient import (
     RedisConnectionLost,
     RedisProtocol,
     ReplyError,
+    describeFailure,
     readPassword,
 )
 
@@ -138,3 +140,19 @@ class PasswordTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as e:
             readPassword(path + ".missing")
         self.assertIn("cannot read", str(e.exception))
+
+
+class DescribeFailureTests(SynchronousTestCase):
+    """
+    L{describeFailure}.
+    """
+
+    def test_oneLineNoFinalStop(self) -> None:
+        """
+        A failure reads as one line without a final full stop, so that it
+        sits inside a log sentence.
+        """
+        text = describeFailure(Failure(ConnectionRefusedError("111: refused.\nmore.")))
+        self.assertNotIn("\n", text)
+        self.assertFalse(text.endswith("."), text)
+        self.assertIn("refused", text)

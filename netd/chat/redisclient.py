@@ -311,7 +311,7 @@ def describeFailure(failure: Failure) -> str:
     """
     value = failure.value
     text = str(value).strip() or type(value).__name__
-    return text.replace("\n", " ")[:300]
+    return text.replace("\n", " ")[:300].rstrip(". ")
 
 
 class RedisConnection:
