@@ -21,6 +21,12 @@ REDIS_SERVER = shutil.which("redis-server")
 SKIP = None if REDIS_SERVER else "redis-server is not installed (Debian: redis-server)"
 
 
+class _PortTaken(AssertionError):
+    """
+    redis-server could not bind its port.
+    """
+
+
 def freePort() -> int:
     """
     @return: A TCP port on 127.0.0.1 that was free a moment ago.
@@ -66,6 +72,7 @@ class RedisServer:
         self.unixPath = os.path.join(self.directory, "redis.sock") if unix else ""
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False
 
     @property
     def url(self) -> str:
@@ -80,9 +87,29 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """
-        Start it and wait until it answers.
+        Start it and wait until it answers. The first time, if its port was
+        taken meanwhile (by another program on the machine), pick another
+        one; later (a restart) it keeps its port.
 
         @param timeout: Seconds to wait.
+        """
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+            except _PortTaken:
+                if self.started or attempt == 2 or self.unixPath:
+                    raise
+                self.port = freePort()
+                continue
+            self.started = True
+            return
+
+    def _start(self, timeout: float) -> None:
+        """
+        Start it once.
+
+        @param timeout: Seconds to wait.
+        @raise _PortTaken: If its port was in use.
         """
         assert REDIS_SERVER is not None
         arguments = [
@@ -100,7 +127,7 @@ class RedisServer:
             "--daemonize",
             "no",
             "--loglevel",
-            "warning",
+            "notice",
             "--logfile",
             os.path.join(self.directory, "redis.log"),
         ]
@@ -120,21 +147,27 @@ class RedisServer:
                 "no",
             ]
         arguments += list(self.extra)
-        self.process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL)
+        before = len(self.log())
+        # Its log goes to its file; it never holds the test's output open.
+        self.process = subprocess.Popen(
+            arguments,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited: {self.log()}")
-            try:
-                if self.unixPath:
-                    s = socket.socket(socket.AF_UNIX)
-                    s.connect(self.unixPath)
-                else:
-                    s = socket.create_connection(("127.0.0.1", self.port), 0.5)
-            except OSError:
+                log = self.log()
+                if "Address already in use" in log:
+                    os.unlink(os.path.join(self.directory, "redis.log"))
+                    raise _PortTaken(log)
+                raise AssertionError(f"redis-server exited: {log}")
+            # Its own word, not a connect: another program could hold the
+            # port, and a TLS port answers no plain PING.
+            if "ready to accept connections" not in self.log()[before:].lower():
                 time.sleep(0.02)
                 continue
-            s.close()
             return
         raise AssertionError(f"redis-server did not start: {self.log()}")
 

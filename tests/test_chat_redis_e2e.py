@@ -92,8 +92,8 @@ class RedisEndToEndTests(SynchronousTestCase):
         meanwhile reaches B and delivery across hosts resumes.
         """
         redis = RedisServer()
-        redis.start()
         self.addCleanup(redis.stop)
+        redis.start()
         portA, portB = freePort(), freePort()
         udpA = freePort()
         a = Netd(

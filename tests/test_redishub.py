@@ -99,8 +99,8 @@ class RedisTestCase(TestCase):
 
     def startRedis(self, **kwargs: Any) -> RedisServer:
         server = RedisServer(**kwargs)
-        server.start()
         self.addCleanup(server.stop)
+        server.start()
         return server
 
     def makeHub(self, url: str, node: str, **kwargs: Any) -> RedisHub:
