@@ -26,6 +26,12 @@
  * is not the bottleneck.  They count into one shared histogram of 10 us
  * latency buckets up to 5 s, and the parent prints one line of JSON.
  *
+ * With -P PORT2 (and -p 2 or more), the odd-numbered processes connect to
+ * PORT2 instead and send nothing: two chat servers sharing rooms (netd
+ * with a Redis hub), senders on the first; what those processes receive is
+ * also counted apart ("remote_*": publish on one server, receipt on the
+ * other).
+ *
  * Safety: HOST must be a loopback address, SECONDS is capped at 120, and an
  * alarm() kills the process if it overruns its time budget.
  */
@@ -67,9 +73,13 @@ typedef struct {
 
 /* Shared by every process (an anonymous shared mapping made before fork). */
 typedef struct {
-    long long deliveries, sent, tooLate, sendStalls;
+    long long deliveries, sent, tooLate, sendStalls, remoteDeliveries;
     uint32_t histogram[BUCKETS];
+    uint32_t remoteHistogram[BUCKETS];
 } Totals;
+
+/* Whether this process's connections go to the second server (-P). */
+static int remote;
 
 static Conn *conns;
 static Totals *totals;
@@ -126,6 +136,10 @@ static void parse(Conn *c, long long windowStart, long long windowEnd) {
                     bucket = BUCKETS - 1;
                 ADD(histogram[bucket], 1);
                 ADD(deliveries, 1);
+                if (remote) {
+                    ADD(remoteHistogram[bucket], 1);
+                    ADD(remoteDeliveries, 1);
+                }
             } else if (t >= windowEnd) {
                 ADD(tooLate, 1);
             }
@@ -136,22 +150,24 @@ static void parse(Conn *c, long long windowStart, long long windowEnd) {
     memmove(c->in, p, c->inLen);
 }
 
-static double percentile(double q) {
+static double percentileOf(const uint32_t *histogram, double q) {
     long long total = 0, seen = 0;
     for (int i = 0; i < BUCKETS; i++)
-        total += totals->histogram[i];
+        total += histogram[i];
     if (!total)
         return 0;
     long long rank = (long long)(q * total);
     if (rank >= total)
         rank = total - 1;
     for (int i = 0; i < BUCKETS; i++) {
-        seen += totals->histogram[i];
+        seen += histogram[i];
         if (seen > rank)
             return (i + 0.5) * BUCKET_NS / 1e6;
     }
     return BUCKETS * BUCKET_NS / 1e6;
 }
+
+static double percentile(double q) { return percentileOf(totals->histogram, q); }
 
 static int run(const char *host, int port, int nclients, int senders,
                double rate, int seconds, int nick, int id, long long start) {
@@ -249,17 +265,19 @@ static int run(const char *host, int port, int nclients, int senders,
 }
 
 int main(int argc, char **argv) {
-    int procs = 1, nick = 0, opt;
-    while ((opt = getopt(argc, argv, "p:n")) != -1) {
+    int procs = 1, nick = 0, opt, port2 = 0;
+    while ((opt = getopt(argc, argv, "p:nP:")) != -1) {
         if (opt == 'p')
             procs = atoi(optarg);
+        else if (opt == 'P')
+            port2 = atoi(optarg);
         else if (opt == 'n')
             nick = 1;
         else
             return 2;
     }
     if (argc - optind != 6) {
-        fprintf(stderr, "usage: chatload [-p PROCS] [-n] HOST PORT CLIENTS SENDERS RATE SECONDS\n");
+        fprintf(stderr, "usage: chatload [-p PROCS] [-n] [-P PORT2] HOST PORT CLIENTS SENDERS RATE SECONDS\n");
         return 2;
     }
     const char *host = argv[optind];
@@ -285,15 +303,21 @@ int main(int argc, char **argv) {
         die("mmap");
     /* Every process connects, then all start sending at the same moment. */
     long long start = now() + 3 * NS_PER_S;
+    int sendProcs = port2 ? (procs + 1) / 2 : procs;
     for (int p = 0; p < procs; p++) {
         int share = clients / procs + (p < clients % procs);
         int sendShare = senders / procs + (p < senders % procs);
+        if (port2) {
+            remote = p % 2;
+            sendShare = remote ? 0 : senders / sendProcs + (p / 2 < senders % sendProcs);
+        }
         pid_t pid = fork();
         if (pid < 0)
             die("fork");
         if (pid == 0) {
             alarm(seconds + 30);
-            return run(host, port, share, sendShare, rate * sendShare / (senders ? senders : 1),
+            return run(host, remote ? port2 : port, share, sendShare,
+                       rate * sendShare / (senders ? senders : 1),
                        seconds, nick, p, start);
         }
     }
@@ -305,8 +329,11 @@ int main(int argc, char **argv) {
         return 1;
     printf("{\"sent\": %lld, \"deliveries\": %lld, \"seconds\": %d, \"clients\": %d, "
            "\"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
-           "\"late\": %lld, \"send_stalls\": %lld}\n",
+           "\"late\": %lld, \"send_stalls\": %lld, \"remote_deliveries\": %lld, "
+           "\"remote_p50_ms\": %.3f, \"remote_p99_ms\": %.3f}\n",
            totals->sent, totals->deliveries, seconds, clients, percentile(0.5),
-           percentile(0.99), percentile(1.0), totals->tooLate, totals->sendStalls);
+           percentile(0.99), percentile(1.0), totals->tooLate, totals->sendStalls,
+           totals->remoteDeliveries, percentileOf(totals->remoteHistogram, 0.5),
+           percentileOf(totals->remoteHistogram, 0.99));
     return 0;
 }

@@ -101,7 +101,9 @@ class ServiceType:
         L{alpnProtocols}. See L{alpnFor}.
     @ivar perProcess: Whether an instance's state lives in one process's
         memory (chat rooms): with C{workers = N} it runs in one process only,
-        and so does every service that L{uses} it.
+        and so does every service that L{uses} it. Either a constant or a
+        function of the instance's settings (a chat service with a shared
+        C{hub} is not); ask L{isPerProcess}.
     @ivar uses: The names of the other services an instance of this type
         reaches at run time (an http service mounting a chat page), from
         its settings; L{None}: none.
@@ -132,7 +134,7 @@ class ServiceType:
     probe: Callable[[Any], str] | None = None
     alpnProtocols: tuple[bytes, ...] = ()
     alpn: Callable[[Mapping[str, Any]], tuple[bytes, ...]] | None = None
-    perProcess: bool = False
+    perProcess: Callable[[Any], bool] | bool = False
     uses: Callable[[Any], list[str]] | None = None
     ownedFiles: Callable[[Any], list[str]] | None = None
     metrics: Callable[[ServiceContext], list[Series]] | None = None
@@ -146,6 +148,16 @@ class ServiceType:
         if self.alpn is None:
             return self.alpnProtocols
         return self.alpn(settings)
+
+    def isPerProcess(self, settings: Any) -> bool:
+        """
+        @param settings: An instance's type-specific settings.
+        @return: Whether that instance must run in one process only (see
+            L{perProcess}).
+        """
+        if callable(self.perProcess):
+            return bool(self.perProcess(settings))
+        return self.perProcess
 
     @property
     def transports(self) -> frozenset[str]:

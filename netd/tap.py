@@ -34,6 +34,7 @@ from netd.privileges import Account, resolveAccount
 from netd.reactor import ReactorConflict, selectReactor
 from netd.services import serviceTypes
 from netd.systemd import Notifier
+from netd.workers.plan import perProcessServices
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
@@ -205,9 +206,13 @@ class Options(usage.Options):
                 f"netd: {config.source}: configuration is valid "
                 f"({len(config.services)} services, {listeners} listeners{workers})\n"
             )
+            pinned = perProcessServices(config) if config.workers != 1 else None
             for service in config.services:
                 addresses = ", ".join(l.description for l in service.listeners)
-                self.stdout.write(f"  {service.name} ({service.type}): {addresses}\n")
+                self.stdout.write(
+                    f"  {service.name} ({service.type}): {addresses}"
+                    f"{workerPlacement(service, pinned)}\n"
+                )
             if config.included:
                 self.stdout.write(f"  included: {', '.join(config.included)}\n")
             if config.metrics is not None:
@@ -246,6 +251,22 @@ class Options(usage.Options):
         self.stdout.write(text)
         self.stdout.flush()
         raise SystemExit(0)
+
+
+def workerPlacement(service: Any, pinned: frozenset[str] | None) -> str:
+    """
+    What C{--check} says about where a service runs.
+
+    @param service: A L{ServiceConfig<netd.config.ServiceConfig>}.
+    @param pinned: L{perProcessServices}, or L{None} with one process.
+    @return: C{""} with one process; otherwise C{" [worker 0 only: ...]"}
+        or C{" [every worker]"}.
+    """
+    if pinned is None:
+        return ""
+    if service.name in pinned:
+        return " [worker 0 only: its state lives in one process]"
+    return " [every worker]"
 
 
 def _selectReactor(twistdOptions: Any) -> None:

@@ -102,6 +102,19 @@ class ChatSettings:
     @ivar logMessages: Whether message text is logged.
     @ivar webCheckOrigin: Whether a browser's WebSocket must come from a
         page of the same origin.
+    @ivar hub: Where the rooms are: C{""} in this process, or a Redis URL
+        (L{netd.chat.redishub}).
+    @ivar hubPrefix: The first part of every Redis key.
+    @ivar hubPasswordFile: The file holding the Redis password (C{""}: none).
+    @ivar hubCaFile: For C{rediss://}: the certificate authorities to trust.
+    @ivar hubLease: Seconds a node's nicknames and membership outlive it.
+    @ivar hubTimeout: Seconds Redis may leave a command unanswered before the
+        connection is dropped and made again.
+    @ivar hubMaxDelay: Longest a message waits for Redis before local members
+        get it anyway.
+    @ivar hubBuffer: Most events kept for Redis while it is slow or down.
+    @ivar hubStreamLength: Entries kept per room stream (about).
+    @ivar hubRetryMax: Longest pause between reconnection attempts.
     """
 
     greeting: str = "Welcome to netd chat."
@@ -121,6 +134,16 @@ class ChatSettings:
     udpCreditLimit: int = 65536
     logMessages: bool = False
     webCheckOrigin: bool = True
+    hub: str = ""
+    hubPrefix: str = "netd"
+    hubPasswordFile: str = ""
+    hubCaFile: str = ""
+    hubLease: float = 15.0
+    hubTimeout: float = 5.0
+    hubMaxDelay: float = 0.25
+    hubBuffer: int = 10000
+    hubStreamLength: int = 1000
+    hubRetryMax: float = 10.0
 
     @classmethod
     def fromMapping(cls, values: Mapping[str, Any]) -> ChatSettings:
@@ -235,7 +258,11 @@ class ChatServer:
         self.linesRefused: Counter[str] = Counter()
         self.kicks: Counter[str] = Counter()
         self._ids = itertools.count(1)
-        self._prefix = f"{os.getpid()}.{id(self):x}."
+        # Random, not the object's address: processes on two hosts (or in two
+        # containers) can have the same pid and the same addresses, and a
+        # member id that clashed with a remote one would hide that member's
+        # lines from the local one (EventBatch.without).
+        self._prefix = f"{os.getpid()}.{os.urandom(6).hex()}."
         self._toFlush: list[Any] = []
         self._flushCall: Any = None
 

@@ -16,6 +16,9 @@ import weakref
 from typing import Any
 
 from netd.chat.commands import ChatServer, ChatSettings
+from netd.chat.hub import IChatHub
+from netd.chat.redishub import RedisHub
+from netd.chat.redisclient import parseHubAddress, readPassword
 from netd.chat.tcp import ChatFactory
 from netd.chat.text import checkName, sanitise
 from netd.chat.udp import ChatDatagramProtocol
@@ -46,6 +49,7 @@ def serverFor(context: ServiceContext) -> ChatServer:
             context.name,
             settings,
             context.reactor,
+            hub=buildHub(context.name, settings, context.reactor),
             policy=context.policy,
             idleTimeout=context.policy.limits.idleTimeout,
         )
@@ -144,6 +148,119 @@ def metrics(context: ServiceContext) -> list[Series]:
         if counter is not None:
             result.append(series(metric, "gauge", help, counter(), service=name))
     return result
+
+
+def buildHub(name: str, settings: ChatSettings, reactor: Any) -> IChatHub | None:
+    """
+    The shared hub a chat service's settings ask for, started once the
+    reactor runs and stopped before it shuts down (a service type has no
+    start and stop of its own; this builds objects only, as C{makeService}
+    must).
+
+    @param name: The service instance's name.
+    @param settings: Its settings.
+    @param reactor: The reactor.
+    @return: A L{RedisHub}, or L{None} for the in-process default.
+    """
+    if not settings.hub:
+        return None
+    hub = RedisHub(
+        reactor,
+        parseHubAddress(settings.hub),
+        name,
+        prefix=settings.hubPrefix,
+        password=(
+            readPassword(settings.hubPasswordFile) if settings.hubPasswordFile else ""
+        ),
+        caFile=settings.hubCaFile,
+        historyLines=settings.historyLines,
+        maxRooms=settings.maxRooms,
+        lease=settings.hubLease,
+        timeout=settings.hubTimeout,
+        maxDelay=settings.hubMaxDelay,
+        bufferEvents=settings.hubBuffer,
+        streamLength=settings.hubStreamLength,
+        retryMax=settings.hubRetryMax,
+    )
+    reactor.callWhenRunning(hub.start)
+    reactor.addSystemEventTrigger("before", "shutdown", hub.stop)
+    return hub
+
+
+def hubUrl(value: Any) -> str:
+    """
+    Accept a C{hub}: C{""} or a Redis URL.
+
+    @param value: The raw value.
+    @return: It.
+    @raise ValueError: If it is neither.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    if value:
+        parseHubAddress(value)
+    return value
+
+
+def readableFile(value: Any) -> str:
+    """
+    Accept a file that must be readable now (C{""}: none).
+
+    @param value: The raw value.
+    @return: The path.
+    @raise ValueError: If it is not a string or cannot be read.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    if value:
+        try:
+            with open(value, "rb"):
+                pass
+        except OSError as e:
+            raise ValueError(f"cannot read {value}: {e.strerror}") from None
+    return value
+
+
+def passwordFile(value: Any) -> str:
+    """
+    Accept a password file: readable, the password on its first line.
+
+    @param value: The raw value.
+    @return: The path.
+    @raise ValueError: If it cannot be read or holds no password.
+    """
+    value = readableFile(value)
+    if value:
+        readPassword(value)
+    return value
+
+
+def keyPrefix(value: Any) -> str:
+    """
+    Accept a Redis key prefix: 1 to 64 letters, digits, C{.}, C{-}, C{_}.
+
+    @param value: The raw value.
+    @return: It.
+    @raise ValueError: If it is not.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    if not 1 <= len(value) <= 64 or not all(
+        c.isascii() and (c.isalnum() or c in ".-_") for c in value
+    ):
+        raise ValueError("expected 1 to 64 letters, digits, '.', '-' or '_'")
+    return value
+
+
+def needsProcess(settings: Any) -> bool:
+    """
+    Whether a chat service must run in one process: yes with the
+    in-process hub, no with a shared one (every worker serves it).
+
+    @param settings: Its settings.
+    @return: C{True} unless C{hub} is set.
+    """
+    return not settings.get("hub")
 
 
 def buildStreamFactory(context: ServiceContext) -> ChatFactory:
@@ -329,11 +446,81 @@ chat = ServiceType(
             boolean,
             "browsers may open the WebSocket only from a page of the same origin",
         ),
+        Setting(
+            "hub",
+            _defaults.hub,
+            hubUrl,
+            'where the rooms are: "" in this process (a chat service then runs in '
+            'one worker), or Redis, "redis://HOST:PORT/DB", "rediss://..." (TLS) or '
+            '"unix:///PATH", shared by every worker and host using it',
+        ),
+        Setting(
+            "hub_prefix",
+            _defaults.hubPrefix,
+            keyPrefix,
+            "first part of every Redis key, so that several netd clusters can share "
+            "one Redis",
+        ),
+        Setting(
+            "hub_password_file",
+            _defaults.hubPasswordFile,
+            passwordFile,
+            "file whose first line is the Redis password (the user goes in the URL, "
+            'redis://USER@HOST); "": none',
+        ),
+        Setting(
+            "hub_ca_file",
+            _defaults.hubCaFile,
+            readableFile,
+            'for rediss://: PEM file of the certificate authorities to trust ("": '
+            "the system's)",
+        ),
+        Setting(
+            "hub_lease",
+            _defaults.hubLease,
+            number(1, 3600),
+            "seconds a crashed netd's nicknames and members stay in Redis (a live "
+            "one renews them every third of it)",
+        ),
+        Setting(
+            "hub_timeout",
+            _defaults.hubTimeout,
+            number(0.1, 600),
+            "seconds Redis may leave a command unanswered before netd drops the "
+            "connection and connects again",
+        ),
+        Setting(
+            "hub_max_delay",
+            _defaults.hubMaxDelay,
+            number(0.001, 60),
+            "longest a message waits for Redis before this netd's own members get it "
+            "anyway",
+        ),
+        Setting(
+            "hub_buffer",
+            _defaults.hubBuffer,
+            integer(1, 10_000_000),
+            "most events kept for Redis while it is slow or down; beyond, the oldest "
+            "are delivered locally only, and counted in a log line",
+        ),
+        Setting(
+            "hub_stream_length",
+            _defaults.hubStreamLength,
+            integer(10, 10_000_000),
+            "entries (one per room per reactor turn) Redis keeps per room, about",
+        ),
+        Setting(
+            "hub_retry_max",
+            _defaults.hubRetryMax,
+            number(0.1, 3600),
+            "longest pause between attempts to reach Redis (exponential backoff with "
+            "jitter)",
+        ),
     ),
     buildStreamFactory=buildStreamFactory,
     buildDatagramProtocol=buildDatagramProtocol,
     buildWebResource=buildWebResource,
-    perProcess=True,
+    perProcess=needsProcess,
     probe=greetingProbe,
     metrics=metrics,
 )

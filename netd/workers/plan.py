@@ -32,7 +32,7 @@ def perProcessServices(config: NetdConfig) -> frozenset[str]:
     @param config: A configuration.
     @return: Their names.
     """
-    pinned = {s.name for s in config.services if s.serviceType.perProcess}
+    pinned = {s.name for s in config.services if s.serviceType.isPerProcess(s.settings)}
     for service in config.services:
         uses = service.serviceType.uses
         if uses is not None and pinned.intersection(uses(service.settings)):
