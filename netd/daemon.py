@@ -57,6 +57,7 @@ from netd.reload import planReload
 from netd.services import serviceTypes
 from netd.servicetype import ServiceContext
 from netd.systemd import Notifier, Watchdog, watchdogInterval
+from netd.words import plural
 
 EX_OSERR = 71
 EX_CONFIG = 78
@@ -396,7 +397,7 @@ class NetdService(MultiService):
         """
         instances = self.serviceInstances()
         listeners = sum(len(i.listenerServices()) for i in instances)
-        return f"serving {len(instances)} services on {listeners} listeners"
+        return f"serving {plural(len(instances), 'service')} on {plural(listeners, 'listener')}"
 
     def _installHandler(self, number: int, handler: Any) -> None:
         """

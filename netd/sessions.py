@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -24,6 +24,27 @@ from zope.interface import implementer
 
 from netd.servicetype import ServiceContext
 from netd.transport import WriteThroughServer
+
+
+def describeEnd(reason: Failure) -> str:
+    """
+    Why a connection ended, in words (Twisted's own messages, such as
+    C{Connection to the other side was lost in a non-clean fashion}, say
+    how rather than what happened).
+
+    @param reason: The reason C{connectionLost} was given.
+    @return: e.g. C{"closed"}, C{"reset by the peer"}.
+    """
+    if reason.check(ConnectionDone):
+        return "closed"
+    if reason.check(ConnectionAborted):
+        return "aborted by netd"
+    if reason.check(ConnectionLost):
+        detail = " ".join(str(arg) for arg in reason.value.args)
+        return (
+            f"lost: {detail}" if detail else "lost: the peer went away without closing"
+        )
+    return reason.getErrorMessage()
 
 
 def describePeer(address: Any) -> str:
@@ -306,10 +327,8 @@ class Session(ProtocolWrapper):
         counters.bytesOut += self.bytesOut
         if self.closeReason is not None:
             why = self.closeReason
-        elif reason.check(ConnectionDone):
-            why = "closed"
         else:
-            why = reason.getErrorMessage()
+            why = describeEnd(reason)
         self._log.info(
             "{service} session from {peer} on {listener} ended after "
             "{duration:.3f}s: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",

@@ -437,7 +437,7 @@ class DeploymentTests(TestCase):
         self.addCleanup(first.close)
         await waitFor(lambda: any("READY=1" in m for m in notify.poll()), 20, "READY=1")
         ready = [m for m in notify.messages if "READY=1" in m][0]
-        self.assertIn("STATUS=serving 1 services on 2 listeners", ready)
+        self.assertIn("STATUS=serving 1 service on 2 listeners", ready)
         first.sendall(b"first")
         self.assertEqual(await deferToThread(first.recv, 100), b"first")
         echoed = await deferToThread(tcpExchange, LOOPBACK, tcpPort, b"passed tcp")
@@ -994,7 +994,7 @@ class ConfigErrorLinesTests(SynchronousTestCase):
         self.assertGreater(count, 3)
         self.assertEqual(
             brief[2],
-            f"netd: {count} problem(s) ({count - 2} more not shown: twistd netd "
+            f"netd: {count} problems ({count - 2} more not shown: twistd netd "
             "--check --config FILE lists them all); nothing was started",
         )
-        self.assertEqual(full[-1], f"netd: {count} problem(s); nothing was started")
+        self.assertEqual(full[-1], f"netd: {count} problems; nothing was started")

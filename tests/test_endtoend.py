@@ -485,7 +485,7 @@ class EndToEndTests(TestCase):
             lines[1].startswith(f"netd: {config}: services.echo.listen[0]: "), lines
         )
         self.assertIn("out of range", lines[1])
-        self.assertIn("2 problem(s)", lines[2])
+        self.assertIn("2 problems", lines[2])
 
     async def test_checkGood(self) -> None:
         """
