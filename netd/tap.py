@@ -28,6 +28,7 @@ from netd.config import (
     lookupUser,
     resolveWorkers,
 )
+from netd.control import ControlService
 from netd.daemon import NetdService
 from netd.logsetup import destinations
 from netd.privileges import Account, resolveAccount
@@ -51,7 +52,7 @@ class Options(usage.Options):
     The options of C{twistd netd}.
     """
 
-    synopsis = "[--config FILE] [--check [--probe]] [--allow-root]"
+    synopsis = "[--config FILE] [--check [--probe]] [--allow-root] [--control PATH]"
 
     optParameters = [
         [
@@ -60,6 +61,14 @@ class Options(usage.Options):
             None,
             "The TOML configuration file. Without it netd serves its embedded "
             "default: every service on 127.0.0.1 at unprivileged ports.",
+        ],
+        [
+            "control",
+            None,
+            None,
+            "Serve netd's control socket (a UNIX socket, mode 0600) at PATH, for "
+            "netd status, netd reload and netd stop (netd run sets it to "
+            "/run/netd/control.sock as root).",
         ],
     ]
 
@@ -87,7 +96,12 @@ class Options(usage.Options):
         ],
     ]
 
-    compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.toml")})
+    compData = usage.Completions(
+        optActions={
+            "config": usage.CompleteFiles("*.toml"),
+            "control": usage.CompleteFiles("*.sock"),
+        }
+    )
 
     longdesc = (
         "netd hosts any number of service instances in one process, each on "
@@ -378,7 +392,7 @@ def makeService(options: Options) -> NetdService:
         rootClass = SupervisorService
         extra["workers"] = workers
     if twistdOptions is None:
-        return rootClass(config, logs=destinations, **extra)
+        return _withControl(rootClass(config, logs=destinations, **extra), options)
     _runAs(config, twistdOptions)
     try:
         account = _accountFor(twistdOptions)
@@ -397,7 +411,7 @@ def makeService(options: Options) -> NetdService:
     report = StartupReport()
     if isinstance(twistdOptions, ReactorSelectionMixin):
         guardRunner(report)
-    return rootClass(
+    root = rootClass(
         config,
         stderr=sys.stderr if foreground else report,
         account=account,
@@ -408,3 +422,19 @@ def makeService(options: Options) -> NetdService:
         hardening=True,
         **extra,
     )
+    return _withControl(root, options)
+
+
+def _withControl(root: NetdService, options: Options) -> NetdService:
+    """
+    Add the control socket (L{netd.control}) to the root service if
+    C{--control} asks for one.
+
+    @param root: The root service.
+    @param options: The parsed options.
+    @return: C{root}.
+    """
+    path = options.get("control")
+    if path:
+        ControlService(os.path.abspath(path), root).setServiceParent(root)
+    return root
