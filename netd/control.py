@@ -214,7 +214,7 @@ class ControlService(Service):
             if directory and not os.path.isdir(directory):
                 os.makedirs(directory, 0o755)
             if os.path.exists(self.path):
-                if _answers(self.path):
+                if answers(self.path):
                     raise ListenError(
                         "the control socket",
                         self.path,
@@ -362,7 +362,7 @@ def _stopReactor(reactor: Any) -> None:
         pass
 
 
-def _answers(path: str) -> bool:
+def answers(path: str) -> bool:
     """
     @param path: A UNIX socket path.
     @return: Whether a process accepts connections on it.
