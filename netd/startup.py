@@ -26,6 +26,7 @@ per listener (L{twistedNoise}).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -237,9 +238,11 @@ def guardRunner(report: StartupReport, runnerClass: Any = None) -> None:
         _original["_waitForStart"] = runnerClass._waitForStart
         _original["class"] = runnerClass
 
+    @functools.wraps(_original["startApplication"])
     def startApplication(self: Any, application: Any) -> None:
         _startApplication(self, application, report)
 
+    @functools.wraps(_original["_waitForStart"])
     def waitForStart(self: Any, readPipe: int) -> int:
         return _waitForStart(self, readPipe)
 

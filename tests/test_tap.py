@@ -23,7 +23,7 @@ from netd import __version__, tap
 from netd.config import loadConfig
 from netd.services import serviceTypes
 from netd.daemon import NetdService
-from netd.startup import StartupReport
+from netd.startup import StartupReport, unguardRunner
 from netd.tap import EX_CONFIG, Options, _runAs, makeService
 
 
@@ -392,6 +392,7 @@ class PluginTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write('[services.x]\ntype = "echo"\nlisten = ["tcp:0"]\n')
         server = ServerOptions()
+        self.addCleanup(unguardRunner)
         server.parseOptions(["-n", "netd", "--allow-root", "--config", path])
         self.assertEqual(server.subCommand, "netd")
         self.assertIsInstance(server.subOptions, Options)
@@ -541,6 +542,7 @@ class RunAsRootTests(SynchronousTestCase):
         from twisted.scripts.twistd import ServerOptions
 
         server = ServerOptions()
+        self.addCleanup(unguardRunner)
         server.parseOptions(["netd", "--config", self.path])
         self.assertEqual((server["uid"], server["gid"]), (None, None))
         makeService(server.subOptions)
@@ -553,6 +555,7 @@ class RunAsRootTests(SynchronousTestCase):
         from twisted.scripts.twistd import ServerOptions
 
         server = ServerOptions()
+        self.addCleanup(unguardRunner)
         server.parseOptions(
             ["--uid", "4242", "--gid", "4242", "netd", "--config", self.path]
         )
