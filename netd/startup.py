@@ -148,6 +148,18 @@ def _send(runner: Any, line: str, code: int) -> None:
     os.close(pipe)
 
 
+def _removePID(runner: Any) -> None:
+    """
+    Remove twistd's pidfile if it was written (twistd's own C{removePID}
+    logs a traceback for one that never was).
+
+    @param runner: twistd's runner.
+    """
+    pidfile = runner.config.get("pidfile")
+    if pidfile and os.path.exists(pidfile):
+        runner.removePID(pidfile)
+
+
 def _startApplication(runner: Any, application: Any, report: StartupReport) -> None:
     """
     twistd's C{startApplication}, reporting a failure as one line and
@@ -172,7 +184,7 @@ def _startApplication(runner: Any, application: Any, report: StartupReport) -> N
         if code != 0 and runner.config.get("statusPipe") is not None:
             line = report.text() or f"netd: start-up failed (exit status {code})"
             _send(runner, line, code)
-        runner.removePID(runner.config["pidfile"])
+        _removePID(runner)
         raise
     except Exception as e:
         line, code = describeFailure(e, runner.config.get("pidfile"))
@@ -181,7 +193,7 @@ def _startApplication(runner: Any, application: Any, report: StartupReport) -> N
         else:
             _log.critical("{error}", error=line[len("netd: ") :])
         _send(runner, line, code)
-        runner.removePID(runner.config["pidfile"])
+        _removePID(runner)
         raise SystemExit(code)
 
 

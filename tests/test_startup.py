@@ -85,6 +85,9 @@ class StatusPipeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.read, self.write = os.pipe()
         self.addCleanup(self._close)
+        self.pidfile = os.path.abspath(self.mktemp())
+        with open(self.pidfile, "w") as f:
+            f.write("1")
 
     def _close(self) -> None:
         for fd in (self.read, self.write):
@@ -101,7 +104,7 @@ class StatusPipeTests(SynchronousTestCase):
         @param report: What netd wrote.
         @return: The runner.
         """
-        runner = FakeRunner(self.write)
+        runner = FakeRunner(self.write, self.pidfile)
 
         def startApplication(self: Any, application: Any) -> None:
             raise failure
@@ -134,7 +137,7 @@ class StatusPipeTests(SynchronousTestCase):
         line = "netd: echo cannot listen on tcp:7: address already in use " + "x" * 200
         report.write(line + "\n")
         runner = self.start(SystemExit(EX_OSERR), report)
-        self.assertEqual(runner.removed, ["netd.pid"])
+        self.assertEqual(runner.removed, [self.pidfile])
         self.assertEqual(self.waitForStart(), (EX_OSERR, line + "\n"))
 
     def test_osError(self) -> None:
@@ -142,13 +145,15 @@ class StatusPipeTests(SynchronousTestCase):
         An L{OSError} twistd raises (its pidfile) is one line naming the file
         and the cause, exit status 73; no traceback is logged.
         """
-        error = PermissionError(13, "Permission denied", "netd.pid")
-        self.start(error, StartupReport())
+        os.unlink(self.pidfile)
+        error = PermissionError(13, "Permission denied", self.pidfile)
+        runner = self.start(error, StartupReport())
+        self.assertEqual(runner.removed, [], "a pidfile never written is left alone")
         self.assertEqual(
             self.waitForStart(),
             (
                 EX_CANTCREAT,
-                "netd: cannot write the pidfile netd.pid: Permission denied\n",
+                f"netd: cannot write the pidfile {self.pidfile}: Permission denied\n",
             ),
         )
 
