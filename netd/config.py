@@ -438,7 +438,16 @@ def loadConfig(types: Mapping[str, ServiceType], path: str | None = None) -> Net
     @raise ConfigError: Listing every problem found.
     """
     if path is None:
-        return parseConfig(types, defaultConfigText(), EMBEDDED_DEFAULT)
+        try:
+            text = defaultConfigText()
+        except OSError as e:
+            # The installed package unreadable by the account netd switched
+            # to (a checkout under /root, on a reload).
+            raise ConfigError(
+                EMBEDDED_DEFAULT,
+                [Problem("", f"cannot read netd's embedded default: {e.strerror}")],
+            )
+        return parseConfig(types, text, EMBEDDED_DEFAULT)
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -40,6 +40,7 @@ from netd.listeners import (
 from netd.policy import SessionPolicy
 from netd.reload import planReload
 from netd.served import IServedSet, ReloadResult
+from netd.words import plural
 from netd.servicetype import ServiceContext
 
 
@@ -469,12 +470,3 @@ class InProcessServices(MultiService):
         }
         self.ownPorts.clear()
         self.ownPorts.update(ports | self.otherPorts)
-
-
-def plural(count: int, noun: str) -> str:
-    """
-    @param count: How many.
-    @param noun: A noun whose plural adds an C{s}.
-    @return: e.g. C{"1 service"}, C{"2 services"}.
-    """
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -18,7 +18,8 @@ adds its own destinations from C{[netd]} in one of two ways:
       directory; it is then handed to the service user).
 
 C{log_format} (C{"text"} or C{"json"}, see L{netd.logs}) applies to netd's
-destinations. A reload (SIGHUP) reopens the file (for logrotate) and applies
+destinations. Twisted's own port lines (C{Factory starting on 7}) are left
+out of them (L{netd.startup.twistedNoise}). A reload (SIGHUP) reopens the file (for logrotate) and applies
 changed C{log_*} keys.
 """
 
@@ -44,6 +45,7 @@ from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
 from netd.logs import eventAsJSONLine
+from netd.startup import quiet
 
 _log = Logger()
 
@@ -164,7 +166,9 @@ class LogDestinations:
             # LogFile is a file-like object, not an IO (no typing stub says so).
             logFile = cast(IO[Any], self.logFile)
             self._observers.append(
-                FileLogObserver(logFile, formatter or formatEventAsClassicLogText)
+                quiet(
+                    FileLogObserver(logFile, formatter or formatEventAsClassicLogText)
+                )
             )
         elif self.primary:
             # Kept from the first time: once twistd starts logging,
@@ -175,7 +179,7 @@ class LogDestinations:
             if formatter is None:
                 formatter = journalLine if isJournal(stream) else None
             self._observers.append(
-                FileLogObserver(stream, formatter or formatEventAsClassicLogText)
+                quiet(FileLogObserver(stream, formatter or formatEventAsClassicLogText))
             )
         if syslog:
             from twisted.python.syslog import SyslogObserver

@@ -110,6 +110,10 @@ class ServiceType:
     @ivar ownedFiles: The files an instance writes (an access log), from its
         settings, so that a netd that drops root can create them first and
         hand them to the service user; L{None}: none.
+    @ivar readPaths: The files and directories an instance reads at run
+        time (an http service's document root), from its settings, as
+        C{(key, path, isDirectory)}: C{--check} makes sure the account netd
+        switches to can read them (L{netd.checks}); L{None}: none.
     @ivar checkConfig: Checks that need the other services (one service
         naming another): called once every service is read, with this
         service's L{ServiceConfig<netd.config.ServiceConfig>} and every
@@ -138,6 +142,7 @@ class ServiceType:
     uses: Callable[[Any], list[str]] | None = None
     ownedFiles: Callable[[Any], list[str]] | None = None
     metrics: Callable[[ServiceContext], list[Series]] | None = None
+    readPaths: Callable[[Any], list[tuple[str, str, bool]]] | None = None
 
     def alpnFor(self, settings: Mapping[str, Any]) -> tuple[bytes, ...]:
         """

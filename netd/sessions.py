@@ -17,7 +17,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any, cast
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -56,6 +56,27 @@ class IStreamTransport(ITCPTransport, IConsumer, IPushProducer):
     """
 
     disconnecting: bool
+
+
+def describeEnd(reason: Failure) -> str:
+    """
+    Why a connection ended, in words (Twisted's own messages, such as
+    C{Connection to the other side was lost in a non-clean fashion}, say
+    how rather than what happened).
+
+    @param reason: The reason C{connectionLost} was given.
+    @return: e.g. C{"closed"}, C{"reset by the peer"}.
+    """
+    if reason.check(ConnectionDone):
+        return "closed"
+    if reason.check(ConnectionAborted):
+        return "aborted by netd"
+    if reason.check(ConnectionLost):
+        detail = " ".join(str(arg) for arg in reason.value.args)
+        return (
+            f"lost: {detail}" if detail else "lost: the peer went away without closing"
+        )
+    return reason.getErrorMessage()
 
 
 def describePeer(address: IAddress) -> str:
@@ -359,10 +380,8 @@ class Session(ProtocolWrapper):
         listenerCounters.durations.observe(duration)
         if self.closeReason is not None:
             why = self.closeReason
-        elif reason.check(ConnectionDone):
-            why = "closed"
         else:
-            why = reason.getErrorMessage()
+            why = describeEnd(reason)
         self._log.info(
             "{service} session from {peer} on {listener} ended after "
             "{duration:.3f}s: {bytesIn} bytes in, {bytesOut} bytes out ({reason})",

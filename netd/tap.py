@@ -18,6 +18,7 @@ from twisted.application.app import ReactorSelectionMixin
 from twisted.python import usage
 
 from netd import __version__
+from netd.checks import accessProblems, neededPaths, rootProblem
 from netd.config import (
     ConfigError,
     NetdConfig,
@@ -28,14 +29,18 @@ from netd.config import (
     resolveWorkers,
 )
 from netd.convert import ConvertError, convertInetd, convertXinetd
+from netd.control import ControlService
 from netd.daemon import NetdService
 from netd.logsetup import destinations
 from netd.privileges import Account, resolveAccount
 from netd.reactor import ReactorConflict, selectReactor
 from netd.services import serviceTypes
+from netd.startup import StartupReport, guardRunner
 from netd.systemd import Notifier
 from netd.workers.plan import perProcessServices
+from netd.words import plural
 
+EX_USAGE = 64
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
 
@@ -50,7 +55,7 @@ class Options(usage.Options):
     """
 
     synopsis = (
-        "[--config FILE] [--check [--probe]] [--allow-root] | "
+        "[--config FILE] [--check [--probe]] [--allow-root] [--control PATH] | "
         "--convert-inetd FILE | --convert-xinetd DIR-or-FILE"
     )
 
@@ -77,6 +82,14 @@ class Options(usage.Options):
             "Print the netd configuration equivalent to an xinetd.conf FILE "
             "(with its include and includedir) or an xinetd.d DIRECTORY on "
             "stdout and exit.",
+        ],
+        [
+            "control",
+            None,
+            None,
+            "Serve netd's control socket (a UNIX socket, mode 0600) at PATH, for "
+            "netd status, netd reload and netd stop (netd run sets it to "
+            "/run/netd/control.sock as root).",
         ],
     ]
 
@@ -109,6 +122,7 @@ class Options(usage.Options):
             "config": usage.CompleteFiles("*.toml"),
             "convert-inetd": usage.CompleteFiles(),
             "convert-xinetd": usage.CompleteFiles(),
+            "control": usage.CompleteFiles("*.sock"),
         }
     )
 
@@ -117,7 +131,9 @@ class Options(usage.Options):
         "its own TCP, TLS, UNIX and UDP listeners, all described in one TOML "
         "file. Service types: "
         + "; ".join(f"{t.name} ({t.description})" for t in serviceTypes().values())
-        + ". See etc/netd.toml for every key, and the README for the reference. "
+        + ". The example configuration (every key, commented) is netd.toml in "
+        "the package's data (netd install-files writes it to "
+        "/etc/netd/netd.toml); man netd.toml lists every key. "
         "Started as root, netd binds every listener, then switches to [netd] "
         "user for good. Signals: SIGHUP reloads the configuration (unchanged "
         "services keep their sessions), SIGTERM stops listening at once and "
@@ -148,8 +164,9 @@ class Options(usage.Options):
         "netd configuration equivalent to an inetd.conf or xinetd "
         "configuration (built-ins, programs as exec services, redirect as "
         "forward, access lists, instances, per_source and cps as limits). Exit "
-        "status: 78 invalid configuration, 71 cannot bind or drop privileges, "
-        "69 a probe failed."
+        "status: 64 bad command line, 78 invalid configuration (or root with "
+        "no user), 71 cannot bind or drop privileges, 73 cannot write the "
+        "pidfile, 69 a probe failed, 70 a bug in netd."
     )
 
     stderr: TextIO = sys.stderr
@@ -161,6 +178,25 @@ class Options(usage.Options):
         """
         self.stdout.write(f"netd {__version__}\n")
         raise SystemExit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse the command line; a mistake in it (an unknown option, a
+        missing value) is one line and a pointer to C{--help}, not the whole
+        help text.
+
+        @param options: The arguments (C{sys.argv[1:]} if L{None}).
+        @raise SystemExit: With status 64 (EX_USAGE) on a mistake.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            command = "twistd netd" if self.parent is not None else "netd"
+            self.stderr.write(
+                f"{command}: {e}\n{command}: '{command} --help' lists the options\n"
+            )
+            self.stderr.flush()
+            raise SystemExit(EX_USAGE)
 
     def postOptions(self) -> None:
         """
@@ -192,19 +228,31 @@ class Options(usage.Options):
                     "twistd netd --check --config FILE lists them all)"
                 )
             self.stderr.write(
-                f"netd: {len(e.problems)} problem(s){more}; nothing was started\n"
+                f"netd: {plural(len(e.problems), 'problem')}{more}; "
+                "nothing was started\n"
             )
             self.stderr.flush()
             raise SystemExit(EX_CONFIG)
         self["netdConfig"] = config
         if self["check"] or self["probe"]:
+            problems = self._systemProblems(config)
+            if problems:
+                for line in problems:
+                    self.stderr.write(f"netd: {line}\n")
+                self.stderr.write(
+                    f"netd: {plural(len(problems), 'problem')}; the file is valid "
+                    "but netd would not start or serve as configured\n"
+                )
+                self.stderr.flush()
+                raise SystemExit(EX_CONFIG)
             listeners = sum(len(service.listeners) for service in config.services)
             workers = (
                 "" if config.workers == 1 else f", {describeWorkers(config.workers)}"
             )
             self.stdout.write(
                 f"netd: {config.source}: configuration is valid "
-                f"({len(config.services)} services, {listeners} listeners{workers})\n"
+                f"({plural(len(config.services), 'service')}, "
+                f"{plural(listeners, 'listener')}{workers})\n"
             )
             pinned = perProcessServices(config) if config.workers != 1 else None
             for service in config.services:
@@ -251,6 +299,39 @@ class Options(usage.Options):
         self.stdout.write(text)
         self.stdout.flush()
         raise SystemExit(0)
+
+    def _systemProblems(self, config: NetdConfig) -> list[str]:
+        """
+        The checks start-up makes beyond the file (L{netd.checks}): root with
+        no user to switch to, and the paths the services read, as the
+        account netd will run as.
+
+        @param config: The valid configuration.
+        @return: One line per problem.
+        """
+        twistdOptions = self.parent
+        try:
+            if twistdOptions is not None and twistdOptions.get("uid") is not None:
+                account = resolveAccount(
+                    None, None, twistdOptions["uid"], twistdOptions.get("gid")
+                )
+            elif os.geteuid() == 0:
+                account = resolveAccount(config.user, config.group)
+            else:
+                account = None
+        except KeyError as e:
+            return [f"{config.source}: netd.user: {e.args[0]}"]
+        problems = []
+        root = rootProblem(config, bool(self.get("allow-root")), os.geteuid(), account)
+        if root is not None:
+            problems.append(root)
+        if account is not None and account.uid == os.geteuid():
+            account = None
+        problems.extend(
+            f"{config.source}: {line}"
+            for line in accessProblems(neededPaths(config), account)
+        )
+        return problems
 
 
 def workerPlacement(service: Any, pinned: frozenset[str] | None) -> str:
@@ -398,7 +479,7 @@ def makeService(options: Options) -> NetdService:
 
         extra["served"] = HeldSockets(config, workers=workers)
     if twistdOptions is None:
-        return NetdService(config, logs=destinations, **extra)
+        return _withControl(NetdService(config, logs=destinations, **extra), options)
     _runAs(config, twistdOptions)
     try:
         account = _accountFor(twistdOptions)
@@ -412,9 +493,14 @@ def makeService(options: Options) -> NetdService:
     if os.geteuid() == 0 and account is None and not allowRoot:
         refuseRoot(config, options.stderr)
     foreground = bool(twistdOptions.get("nodaemon"))
-    return NetdService(
+    # A daemon's standard error is /dev/null: netd's line goes to the
+    # process that started it (netd.startup).
+    report = StartupReport()
+    if isinstance(twistdOptions, ReactorSelectionMixin):
+        guardRunner(report)
+    root = NetdService(
         config,
-        stderr=sys.stderr if foreground else None,
+        stderr=sys.stderr if foreground else report,
         account=account,
         notifier=Notifier.fromEnvironment(),
         logs=destinations,
@@ -423,3 +509,19 @@ def makeService(options: Options) -> NetdService:
         hardening=True,
         **extra,
     )
+    return _withControl(root, options)
+
+
+def _withControl(root: NetdService, options: Options) -> NetdService:
+    """
+    Add the control socket (L{netd.control}) to the root service if
+    C{--control} asks for one.
+
+    @param root: The root service.
+    @param options: The parsed options.
+    @return: C{root}.
+    """
+    path = options.get("control")
+    if path:
+        ControlService(os.path.abspath(path), root).setServiceParent(root)
+    return root

@@ -50,7 +50,7 @@ class PlacementTests(OptionsTestCase):
         self.assertEqual(perProcessServices(config), {"chat", "web"})
         self.assertEqual(workerSockets(config, 2)[1], [])
         path = self.writeConfig(CONFIG.format(hub=""))
-        code, options = self.exit("--check", "--config", path)
+        code, options = self.exit("--check", "--allow-root", "--config", path)
         self.assertEqual(code, 0)
         self.assertIn(
             "  chat (chat): tcp:10023:interface=127.0.0.1 "
@@ -69,7 +69,9 @@ class PlacementTests(OptionsTestCase):
         self.assertEqual(
             [name for name, _, _ in workerSockets(config, 2)[1]], ["chat", "web"]
         )
-        code, options = self.exit("--check", "--config", self.writeConfig(text))
+        code, options = self.exit(
+            "--check", "--allow-root", "--config", self.writeConfig(text)
+        )
         self.assertEqual(code, 0)
         self.assertIn(
             "  chat (chat): tcp:10023:interface=127.0.0.1 [every worker]\n",
@@ -84,7 +86,7 @@ class SettingsTests(OptionsTestCase):
 
     def problems(self, lines: str) -> str:
         path = self.writeConfig(CONFIG.format(hub=lines))
-        code, options = self.exit("--check", "--config", path)
+        code, options = self.exit("--check", "--allow-root", "--config", path)
         self.assertEqual(code, 78)
         return options.stderr.getvalue()
 

@@ -107,6 +107,27 @@ class EmbeddedDefaultTests(SynchronousTestCase):
     Tests for the embedded default configuration.
     """
 
+    def test_unreadable(self) -> None:
+        """
+        An embedded default the process cannot read (the package unreadable
+        by the account netd switched to, on a reload) is a L{ConfigError}
+        saying so, not an escaping L{OSError}.
+        """
+
+        def unreadable() -> str:
+            raise PermissionError(13, "Permission denied")
+
+        self.patch(configModule, "defaultConfigText", unreadable)
+        with self.assertRaises(ConfigError) as raised:
+            loadConfig(serviceTypes())
+        self.assertEqual(
+            raised.exception.lines(),
+            [
+                f"{EMBEDDED_DEFAULT}: cannot read netd's embedded default: "
+                "Permission denied"
+            ],
+        )
+
     def test_loads(self) -> None:
         """
         L{loadConfig} without a path loads the embedded default: echo and

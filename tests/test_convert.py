@@ -112,7 +112,7 @@ class ConvertTestCase(SynchronousTestCase):
         path = self.mktemp()
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-        return run("--check", "--config", path)
+        return run("--check", "--allow-root", "--config", path)
 
     def problems(self, text: str) -> list[str]:
         """
@@ -760,16 +760,21 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_both(self) -> None:
         """
-        Both options at once is a usage error.
+        Both options at once is a usage error: one line, a pointer to
+        C{--help}, exit status 64.
         """
         options = Options()
+        options.stderr = io.StringIO()
         e = self.assertRaises(
-            usage.UsageError,
+            SystemExit,
             options.parseOptions,
             ["--convert-inetd", "a", "--convert-xinetd", "b"],
         )
+        self.assertEqual(e.code, 64)
         self.assertEqual(
-            str(e), "--convert-inetd and --convert-xinetd: convert one at a time"
+            options.stderr.getvalue(),
+            "netd: --convert-inetd and --convert-xinetd: convert one at a time\n"
+            "netd: 'netd --help' lists the options\n",
         )
 
     def test_help(self) -> None:

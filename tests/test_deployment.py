@@ -994,7 +994,7 @@ class ConfigErrorLinesTests(SynchronousTestCase):
         self.assertGreater(count, 3)
         self.assertEqual(
             brief[2],
-            f"netd: {count} problem(s) ({count - 2} more not shown: twistd netd "
+            f"netd: {count} problems ({count - 2} more not shown: twistd netd "
             "--check --config FILE lists them all); nothing was started",
         )
-        self.assertEqual(full[-1], f"netd: {count} problem(s); nothing was started")
+        self.assertEqual(full[-1], f"netd: {count} problems; nothing was started")

@@ -55,11 +55,17 @@ def twistdCommand() -> list[str]:
 
 def isFree(port: int) -> bool:
     """
+    The TCP probe sets C{SO_REUSEADDR}, as netd's listeners (Twisted's
+    C{tcp.Port}) do: a port whose last connections are in C{TIME_WAIT} (after
+    a browser session) is free for netd, and so for this probe.
+
     @param port: A port number.
     @return: Whether it can be bound on C{127.0.0.1} over TCP and UDP now.
     """
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((LOOPBACK, port))
             except OSError:
@@ -450,9 +456,14 @@ class EndToEndTests(TestCase):
         Without C{--config} the daemon serves the embedded default: echo on
         C{127.0.0.1:10007}.
         """
-        for port in (10007, 10009, 8080, 10023):
-            if not isFree(port):
-                raise self.skipTest(f"port {port} is busy")
+        ports = (10007, 10009, 8080, 10023)
+        for _ in range(100):
+            busy = [port for port in ports if not isFree(port)]
+            if not busy:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        else:
+            raise self.skipTest(f"ports {busy} stayed busy for 10s")
         daemon = self.netd()
         await daemon.waitForOutput(r"echo listening on tcp:127\.0\.0\.1:10007")
         exchange = await deferToThread(tcpExchange, LOOPBACK, 10007, b"default")
@@ -485,7 +496,7 @@ class EndToEndTests(TestCase):
             lines[1].startswith(f"netd: {config}: services.echo.listen[0]: "), lines
         )
         self.assertIn("out of range", lines[1])
-        self.assertIn("2 problem(s)", lines[2])
+        self.assertIn("2 problems", lines[2])
 
     async def test_checkGood(self) -> None:
         """
@@ -557,3 +568,26 @@ class EndToEndTests(TestCase):
             lines[0].startswith(f"netd: echo cannot listen on {description}: "), lines
         )
         self.assertIn("address already in use", lines[0])
+
+
+class IsFreeTests(TestCase):
+    """
+    L{isFree} probes the way netd binds.
+    """
+
+    def test_timeWaitIsFree(self) -> None:
+        """
+        A port whose only connection is in C{TIME_WAIT} (closed by the
+        server side first) is free, as it is for netd's listener.
+        """
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((LOOPBACK, 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection((LOOPBACK, port))
+        accepted, _ = server.accept()
+        accepted.close()
+        server.close()
+        client.close()
+        self.assertTrue(isFree(port))

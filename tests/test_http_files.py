@@ -217,6 +217,37 @@ class DocumentRootTests(SynchronousTestCase):
         os.chmod(os.path.join(self.rootPath, "notes.txt"), 0)
         self.assertEqual(self.root.lookup(b"/notes.txt", b"", 1.0), 403)
 
+    def test_forbiddenLoggedOncePerPath(self) -> None:
+        """
+        A 403 that comes from a permission error logs its cause once per
+        path: the path, the root, the error and the account netd runs as.
+        """
+        from twisted.logger import Logger, formatEvent
+
+        from netd.http import files
+
+        events: list[dict[str, object]] = []
+        self.patch(DocumentRoot, "_log", Logger(observer=events.append))
+        target = os.path.realpath(os.path.join(self.rootPath, "notes.txt"))
+
+        class RefusingOS:
+            def __getattr__(self, name: str) -> object:
+                return getattr(os, name)
+
+            def open(self, path: str, flags: int) -> int:
+                if path == target:
+                    raise PermissionError(13, "Permission denied", path)
+                return os.open(path, flags)
+
+        self.patch(files, "os", RefusingOS())
+        for now in (1.0, 5.0, 9.0):
+            self.assertEqual(self.root.lookup(b"/notes.txt", b"", now), 403)
+        self.assertEqual(len(events), 1, events)
+        text = formatEvent(events[0])
+        self.assertIn(f"403 for {target}", text)
+        self.assertIn("Permission denied", text)
+        self.assertIn(f"netd runs as uid {os.geteuid()}", text)
+
     def test_mimeTable(self) -> None:
         """
         The MIME table does not depend on the host, adds charsets to text,

@@ -412,6 +412,10 @@ class TwistdOrderTests(SynchronousTestCase):
         config.parseOptions(["-n", "--pidfile=", "netd", "--config", path])
         root = makeService(config.subOptions)
         self.addCleanup(root.stopService)
+        # makeService wrapped twistd's runner class (netd.startup): undo it.
+        from netd.startup import unguardRunner
+
+        self.addCleanup(unguardRunner)
 
         def bound() -> list[bool]:
             return [

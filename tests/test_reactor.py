@@ -521,19 +521,22 @@ class InstallTests(SynchronousTestCase):
     def test_twistdNetdRefusesAnotherReactor(self) -> None:
         """
         C{twistd netd} when something installed another reactor first,
-        without C{--reactor}: twistd's usage error (status 1) naming the
-        reactor, the cause and the fix, before C{makeService}; no silent
-        fallback.
+        without C{--reactor}: netd's usage error (status 64, one line and a
+        pointer to C{--help}) naming the reactor, the cause and the fix,
+        before C{makeService}; no silent fallback.
         """
         result = self.runTwistd(
             before="from twisted.internet import selectreactor\n"
             "selectreactor.install()"
         )
-        self.assertEqual(result.returncode, 1, result.stderr)
-        # twistd prints the usage, then "<argv[0:2]>: <the error>".
+        self.assertEqual(result.returncode, 64, result.stderr)
         self.assertEqual(
-            result.stdout.splitlines()[-1],
-            "twistd -n: the twisted.internet.selectreactor.SelectReactor "
+            result.stderr.splitlines()[-1],
+            "twistd netd: 'twistd netd --help' lists the options",
+        )
+        self.assertEqual(
+            result.stderr.splitlines()[-2],
+            "twistd netd: the twisted.internet.selectreactor.SelectReactor "
             "reactor was installed before netd could install its own "
             "(something imported twisted.internet.reactor first: a "
             "sitecustomize, .pth file or another twistd plugin); remove that "

@@ -387,3 +387,26 @@ class DirectSessionTests(SessionTestCase):
         transport.doRead()
         self.assertEqual(session.closeReason, "maximum session bytes reached")
         self.assertEqual(b"".join(skt.sent), b"12345")
+
+
+class DescribeEndTests(SynchronousTestCase):
+    """
+    L{describeEnd} says in words why a connection ended.
+    """
+
+    def test_words(self) -> None:
+        """
+        Twisted's C{non-clean fashion} becomes what happened; a clean close is
+        C{closed}; an abort by netd says so.
+        """
+        from twisted.internet.error import ConnectionAborted, ConnectionDone
+
+        from netd.sessions import describeEnd
+
+        self.assertEqual(describeEnd(Failure(ConnectionDone())), "closed")
+        self.assertEqual(describeEnd(Failure(ConnectionAborted())), "aborted by netd")
+        self.assertEqual(
+            describeEnd(Failure(ConnectionLost())),
+            "lost: the peer went away without closing",
+        )
+        self.assertNotIn("non-clean", describeEnd(Failure(ConnectionLost())))

@@ -23,6 +23,7 @@ from netd import __version__, tap
 from netd.config import loadConfig
 from netd.services import serviceTypes
 from netd.daemon import NetdService
+from netd.startup import StartupReport, unguardRunner
 from netd.tap import EX_CONFIG, Options, _runAs, makeService
 from tests.support import keepTrialReactor
 
@@ -155,7 +156,7 @@ class OptionsTests(OptionsTestCase):
             "(did you mean 'listen'?)\n"
             f"netd: {path}: services.echo.listen: missing "
             '(e.g. listen = ["tcp:7:interface=127.0.0.1"])\n'
-            "netd: 2 problem(s); nothing was started\n",
+            "netd: 2 problems; nothing was started\n",
         )
         self.assertEqual(options.stdout.getvalue(), "")
 
@@ -169,7 +170,7 @@ class OptionsTests(OptionsTestCase):
         self.assertEqual(
             options.stderr.getvalue(),
             f"netd: {path}: cannot read the file: No such file or directory\n"
-            "netd: 1 problem(s); nothing was started\n",
+            "netd: 1 problem; nothing was started\n",
         )
 
     def test_check(self) -> None:
@@ -177,7 +178,7 @@ class OptionsTests(OptionsTestCase):
         C{--check} exits with status 0 after printing a summary of the
         services and their listeners to stdout.
         """
-        code, options = self.exit("--check")
+        code, options = self.exit("--check", "--allow-root")
         self.assertEqual(code, 0)
         self.assertEqual(
             options.stdout.getvalue(),
@@ -202,11 +203,11 @@ class OptionsTests(OptionsTestCase):
             type = "echo"
             listen = ["udp:0"]
             """)
-        code, options = self.exit("--check", "--config", path)
+        code, options = self.exit("--check", "--allow-root", "--config", path)
         self.assertEqual(code, 0)
         self.assertEqual(
             options.stdout.getvalue(),
-            f"netd: {path}: configuration is valid (1 services, 1 listeners)\n"
+            f"netd: {path}: configuration is valid (1 service, 1 listener)\n"
             "  one (echo): udp:0\n",
         )
 
@@ -221,11 +222,11 @@ class OptionsTests(OptionsTestCase):
             type = "echo"
             listen = ["udp:0"]
             """)
-        code, options = self.exit("--check", "--config", path)
+        code, options = self.exit("--check", "--allow-root", "--config", path)
         self.assertEqual(code, 0)
         self.assertEqual(
             options.stdout.getvalue(),
-            f"netd: {path}: configuration is valid (1 services, 1 listeners)\n"
+            f"netd: {path}: configuration is valid (1 service, 1 listener)\n"
             "  one (echo): udp:0\n"
             "  metrics endpoint: tcp:0:interface=127.0.0.1\n",
         )
@@ -242,7 +243,7 @@ class OptionsTests(OptionsTestCase):
             options.stderr.getvalue(),
             f"netd: {path}: services: no services configured "
             "(add a [services.NAME] table)\n"
-            "netd: 1 problem(s); nothing was started\n",
+            "netd: 1 problem; nothing was started\n",
         )
         self.assertEqual(options.stdout.getvalue(), "")
 
@@ -256,9 +257,24 @@ class OptionsTests(OptionsTestCase):
 
     def test_unknownOption(self) -> None:
         """
-        An unknown option is a L{usage.UsageError}, as for any twistd plugin.
+        An unknown option is one line and a pointer to C{--help} (not the
+        whole help text), and exit status 64 (EX_USAGE).
         """
-        self.assertRaises(usage.UsageError, self.options().parseOptions, ["--bogus"])
+        code, options = self.exit("--bogus")
+        self.assertEqual(code, 64)
+        self.assertEqual(
+            options.stderr.getvalue(),
+            "netd: option --bogus not recognized\n"
+            "netd: 'netd --help' lists the options\n",
+        )
+        options = self.options()
+        options.parent = FakeTwistdOptions()
+        self.assertRaises(SystemExit, options.parseOptions, ["--confg", "x"])
+        self.assertEqual(
+            options.stderr.getvalue(),
+            "twistd netd: option --confg not recognized\n"
+            "twistd netd: 'twistd netd --help' lists the options\n",
+        )
 
     def test_help(self) -> None:
         """
@@ -335,13 +351,15 @@ class MakeServiceTests(OptionsTestCase):
 
     def test_background(self) -> None:
         """
-        Without a twistd parent, or under a daemonizing one, start-up
-        failures are raised for twistd to report, not written to stderr.
+        Without a twistd parent, start-up failures are raised for the
+        caller; under a daemonizing one, netd writes its line into a
+        L{StartupReport} for L{netd.startup} to send to the process that
+        started the daemon (whose stderr is still the terminal).
         """
         options = self.parse("--allow-root")
         self.assertIsNone(makeService(options).stderr)
         options.parent = FakeTwistdOptions(nodaemon=False)
-        self.assertIsNone(makeService(options).stderr)
+        self.assertIsInstance(makeService(options).stderr, StartupReport)
 
     def test_foreground(self) -> None:
         """
@@ -398,6 +416,7 @@ class PluginTests(SynchronousTestCase):
             f.write('[services.x]\ntype = "echo"\nlisten = ["tcp:0"]\n')
         keepTrialReactor(self)
         server = ServerOptions()
+        self.addCleanup(unguardRunner)
         server.parseOptions(["-n", "netd", "--allow-root", "--config", path])
         self.assertEqual(server.subCommand, "netd")
         self.assertIsInstance(server.subOptions, Options)
@@ -550,6 +569,7 @@ class RunAsRootTests(SynchronousTestCase):
 
         keepTrialReactor(self)
         server = ServerOptions()
+        self.addCleanup(unguardRunner)
         server.parseOptions(["netd", "--config", self.path])
         self.assertEqual((server["uid"], server["gid"]), (None, None))
         makeService(server.subOptions)
@@ -562,6 +582,7 @@ class RunAsRootTests(SynchronousTestCase):
         from twisted.scripts.twistd import ServerOptions
 
         server = ServerOptions()
+        self.addCleanup(unguardRunner)
         server.parseOptions(
             ["--uid", "4242", "--gid", "4242", "netd", "--config", self.path]
         )

@@ -200,6 +200,26 @@ RELIANCES = [
         "loadServerTLS reads endpoint._sslContextFactory",
         instanceAttribute="_sslContextFactory",
     ),
+    # netd/startup.py: both ends of twistd's daemon status pipe.
+    Reliance(
+        "twisted.scripts._twistd_unix.UnixApplicationRunner._waitForStart",
+        "netd.startup",
+        "guardRunner replaces it: the starting process reads the status pipe",
+        "(self, readPipe: int) -> int",
+    ),
+    Reliance(
+        "twisted.scripts._twistd_unix.UnixApplicationRunner.startApplication",
+        "netd.startup",
+        "guardRunner wraps it; config['statusPipe'] is set by setupEnvironment",
+        "(self, application)",
+    ),
+    Reliance(
+        "twisted.application.app.AppLogger",
+        "netd.startup",
+        "_startApplication puts twistd's observer (self._observer) behind netd's"
+        " filter",
+        instanceAttribute="_observer",
+    ),
 ]
 
 

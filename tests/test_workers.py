@@ -161,10 +161,10 @@ class WorkersConfigTests(SynchronousTestCase):
         options = Options()
         options.stdout = io.StringIO()
         with self.assertRaises(SystemExit) as raised:
-            options.parseOptions(["--check", "--config", path])
+            options.parseOptions(["--check", "--allow-root", "--config", path])
         self.assertEqual(raised.exception.code, 0)
         self.assertIn(
-            "configuration is valid (1 services, 1 listeners, 3 workers)",
+            "configuration is valid (1 service, 1 listener, 3 workers)",
             options.stdout.getvalue(),
         )
 

@@ -37,7 +37,7 @@ from zope.interface import implementer
 from netd.chat.commands import ChatServer, ChatSession, IChatFrontEnd
 from netd.chat.hub import EventBatch
 from netd.chat.tcp import OutputGate
-from netd.sessions import IStreamTransport, describePeer
+from netd.sessions import IStreamTransport, describeEnd, describePeer
 
 STYLE = """
 html, body { margin: 0; height: 100%; font: 15px/1.4 system-ui, sans-serif; }
@@ -320,7 +320,10 @@ class ChatWebSocket:
         """
         self._closed = True
         self._stopIdleCheck()
-        self.session.end("connection closed")
+        why = describeEnd(reason)
+        self.session.end(
+            "connection closed" if why == "closed" else f"connection {why}"
+        )
         self._release()
 
     def _release(self) -> None:

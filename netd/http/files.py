@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 from attrs import define, frozen
+from twisted.logger import Logger
 
 from netd.http.paths import BadTarget, decodePath
 from netd.http.responses import httpDate
@@ -265,7 +266,12 @@ class DocumentRoot:
     @ivar cacheFileSize: Files up to this size have their bytes cached.
     @ivar cacheBytes: Most bytes of file content held in the cache.
     @ivar cacheEntries: Most paths held in the cache.
+    @ivar denied: The paths whose 403 (a permission error) was logged, so
+        that each is logged once (forgotten past L{MAX_DENIED} paths).
     """
+
+    MAX_DENIED = 1000
+    _log = Logger()
 
     def __init__(
         self,
@@ -295,6 +301,32 @@ class DocumentRoot:
         self._prefix = self.root.rstrip("/") + "/"
         self._cache: dict[bytes, FileEntry] = {}
         self._cachedBytes = 0
+        self.denied: set[str] = set()
+
+    def _forbidden(self, path: str, error: OSError | None = None) -> int:
+        """
+        A permission error makes a 403: log its cause, once per path, so
+        that an operator sees why (the account netd runs as cannot read it).
+
+        @param path: The file or directory.
+        @param error: The error, if one was raised (else C{access} said no).
+        @return: 403.
+        """
+        if path not in self.denied:
+            if len(self.denied) >= self.MAX_DENIED:
+                self.denied.clear()
+            self.denied.add(path)
+            self._log.warn(
+                "403 for {path} (under root {root}): {error}; netd runs as uid "
+                "{uid}, gid {gid}: make it readable by them (logged once per path)",
+                path=path,
+                root=self.root,
+                error=(error.strerror if error is not None else None)
+                or "Permission denied",
+                uid=os.geteuid(),
+                gid=os.getegid(),
+            )
+        return 403
 
     def lookup(
         self, path: bytes, query: bytes, now: float
@@ -418,8 +450,8 @@ class DocumentRoot:
             return 404
         try:
             st = os.stat(real)
-        except PermissionError:
-            return 403
+        except PermissionError as e:
+            return self._forbidden(real, e)
         except OSError:
             return 404
         if stat.S_ISDIR(st.st_mode):
@@ -475,8 +507,8 @@ class DocumentRoot:
         if st.st_size <= self.cacheFileSize:
             try:
                 fd = os.open(real, _OPEN_FLAGS)
-            except PermissionError:
-                return 403
+            except PermissionError as e:
+                return self._forbidden(real, e)
             except OSError:
                 return 404
             try:
@@ -494,7 +526,7 @@ class DocumentRoot:
                 # at the next request.
                 now = 0.0
         elif not os.access(real, os.R_OK):
-            return 403
+            return self._forbidden(real)
         return buildEntry(
             real,
             identity[3],
@@ -548,8 +580,8 @@ class DocumentRoot:
                     names.append(item.name + ("/" if item.is_dir() else ""))
                     if len(names) >= 10_000:
                         break
-        except PermissionError:
-            return 403
+        except PermissionError as e:
+            return self._forbidden(real, e)
         except OSError:
             return 404
         names.sort()

@@ -461,6 +461,16 @@ def ownedFiles(settings: Mapping[str, Any]) -> list[str]:
     return [path] if path else []
 
 
+def readPaths(settings: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """
+    @param settings: An http service's settings.
+    @return: Its document root, if it serves one (a directory netd's user
+        must be able to list).
+    """
+    root = settings.get("root")
+    return [("root", root, True)] if root else []
+
+
 def checkConfig(service: Any, services: Mapping[str, Any]) -> list[Problem]:
     """
     The checks that need the other services: C{chat} must name an enabled
@@ -640,6 +650,7 @@ http = ServiceType(
     alpn=alpnProtocols,
     uses=usedServices,
     ownedFiles=ownedFiles,
+    readPaths=readPaths,
     probe=httpProbe,
     metrics=metrics,
 )

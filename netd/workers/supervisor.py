@@ -34,7 +34,6 @@ from zope.interface import implementer
 from netd.config import NetdConfig, resolveWorkers
 from netd.descriptions import Listener
 from netd.counters import Series
-from netd.instances import plural
 from netd.metrics import WorkerMetrics
 from netd.listeners import (
     HeldSocketOwner,
@@ -44,6 +43,7 @@ from netd.listeners import (
 )
 from netd.reload import planReload
 from netd.served import IServedSet, ReloadResult
+from netd.words import plural
 from netd.workers.control import CONTROL_FD, EVENTS_FD, MAX_LINE, workerMessage
 from netd.workers.plan import (
     WorkerPlan,
