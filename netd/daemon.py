@@ -79,6 +79,7 @@ class ServiceInstance(MultiService):
         reactor: Any = None,
         instances: dict[str, ServiceContext] | None = None,
         sockets: Mapping[str, int] | None = None,
+        drainTimeout: float = 30.0,
     ) -> None:
         """
         @param config: The service's configuration.
@@ -89,6 +90,8 @@ class ServiceInstance(MultiService):
         @param sockets: In a worker process, the descriptors the main process
             passed, by listener service name: the listeners adopt them
             (L{ListenerService.passedFd}) instead of binding.
+        @param drainTimeout: C{drain_timeout}, for the work of
+            L{ServiceType.buildServices}' services.
         """
         super().__init__()
         self.setName(config.name)
@@ -108,9 +111,13 @@ class ServiceInstance(MultiService):
             statsInterval=statsInterval,
             reactor=reactor,
             instances=instances if instances is not None else {},
+            drainTimeout=drainTimeout,
         )
         context.instances[config.name] = context
         self.context = context
+        if serviceType.buildServices is not None:
+            for extra in serviceType.buildServices(context):
+                extra.setServiceParent(self)
         streamFactory = None
         if any(listener.transport == "stream" for listener in config.listeners):
             assert serviceType.buildStreamFactory is not None
@@ -285,7 +292,12 @@ class NetdService(MultiService):
         @return: A new, unstarted L{ServiceInstance}.
         """
         return ServiceInstance(
-            service, self.ownPorts, config.statsInterval, self.reactor, instances
+            service,
+            self.ownPorts,
+            config.statsInterval,
+            self.reactor,
+            instances,
+            drainTimeout=config.drainTimeout,
         )
 
     def serviceInstances(self) -> list[ServiceInstance]:

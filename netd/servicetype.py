@@ -44,6 +44,7 @@ class ServiceContext:
     @ivar instances: Every service instance of the process, by name (live,
         shared): how one service reaches another, e.g. an http service
         mounting a chat service's web page.
+    @ivar drainTimeout: Seconds its work gets to finish when netd stops.
     """
 
     config: ServiceConfig
@@ -54,6 +55,7 @@ class ServiceContext:
     counters: ServiceCounters = field(factory=ServiceCounters)
     statsInterval: float = 60.0
     instances: dict[str, ServiceContext] = field(factory=dict)
+    drainTimeout: float = 30.0
 
     @property
     def name(self) -> str:
@@ -102,6 +104,13 @@ class ServiceType:
     @ivar ownedFiles: The files an instance writes (an access log), from its
         settings, so that a netd that drops root can create them first and
         hand them to the service user; L{None}: none.
+    @ivar buildServices: Makes the services an instance runs beside its
+        listeners (an exec service's spawner), children of the instance:
+        started and stopped with it, in twistd's order (so their
+        C{privilegedStartService} runs as root, before the drop); L{None}:
+        none.
+    @ivar checkNotes: Lines C{--check} prints under the instance (who an exec
+        service's programs run as); L{None}: none.
     @ivar checkConfig: Checks that need the other services (one service
         naming another): called once every service is read, with this
         service's L{ServiceConfig<netd.config.ServiceConfig>} and every
@@ -123,6 +132,8 @@ class ServiceType:
     perProcess: bool = False
     uses: Callable[[Any], list[str]] | None = None
     ownedFiles: Callable[[Any], list[str]] | None = None
+    buildServices: Callable[[ServiceContext], list[Any]] | None = None
+    checkNotes: Callable[[Any], list[str]] | None = None
 
     @property
     def transports(self) -> frozenset[str]:

@@ -168,6 +168,9 @@ class Options(usage.Options):
             for service in config.services:
                 addresses = ", ".join(l.description for l in service.listeners)
                 self.stdout.write(f"  {service.name} ({service.type}): {addresses}\n")
+                if (notes := service.serviceType.checkNotes) is not None:
+                    for note in notes(service):
+                        self.stdout.write(f"    {note}\n")
             self.stdout.flush()
             if self["probe"]:
                 from netd.probe import probeConfig

@@ -220,6 +220,7 @@ class WorkerService(NetdService):
             self.reactor,
             instances,
             sockets=self.sockets,
+            drainTimeout=config.drainTimeout,
         )
 
     def _openLogs(self) -> None:
