@@ -58,9 +58,7 @@ def parse(text: str, types: Mapping[str, ServiceType] | None = None) -> NetdConf
     @return: The configuration.
     @raise ConfigError: If it is not valid.
     """
-    return parseConfig(
-        serviceTypes() if types is None else types, dedent(text), SOURCE
-    )
+    return parseConfig(serviceTypes() if types is None else types, dedent(text), SOURCE)
 
 
 def service(text: str) -> ServiceConfig:

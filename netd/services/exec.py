@@ -85,16 +85,18 @@ def command(value: Any) -> tuple[str, ...]:
     @raise ValueError: If it is not a non-empty list of strings, or its
         program is not an absolute path.
     """
+    expected = "expected an array of strings (an argv, never a shell line)"
     if isinstance(value, str):
         raise ValueError(
-            "must be a list (an argv, never a shell line), e.g. "
+            f"{expected}, got a string: write it as an array, e.g. "
             '["/usr/bin/git", "daemon", "--inetd", "/srv/git"]'
         )
     if not isinstance(value, list) or not value:
-        raise ValueError(f"must be a non-empty list of strings, got {describe(value)}")
+        got = describe(value) if value != [] else "an empty array"
+        raise ValueError(f"{expected}, got {got}")
     for item in value:
         if not isinstance(item, str) or "\0" in item:
-            raise ValueError(f"every item must be a string, got {describe(item)}")
+            raise ValueError(f"{expected}, got an item that is {describe(item)}")
     if not os.path.isabs(value[0]):
         raise ValueError(
             f"the program {value[0]!r} must be an absolute path "
@@ -112,10 +114,8 @@ def mode(value: Any) -> str:
     @raise ValueError: Otherwise.
     """
     if value not in ("nowait", "wait"):
-        raise ValueError(
-            '"nowait" (a program per connection, for stream listeners) or "wait" '
-            f"(one program at a time owns a udp socket), got {value!r}"
-        )
+        got = repr(value) if isinstance(value, str) else describe(value)
+        raise ValueError(f'expected "nowait" or "wait", got {got}')
     return str(value)
 
 
@@ -129,7 +129,7 @@ def environment(value: Any) -> tuple[tuple[str, str], ...]:
     """
     if not isinstance(value, dict):
         raise ValueError(
-            f'must be a table such as {{ LANG = "C" }}, got {describe(value)}'
+            f'expected a table of strings such as {{ LANG = "C" }}, got {describe(value)}'
         )
     pairs = []
     for key, item in value.items():
@@ -150,7 +150,9 @@ def optionalName(value: Any) -> str | None:
     @raise ValueError: If it is not a string.
     """
     if not isinstance(value, str):
-        raise ValueError(f'must be a name such as "nobody", got {describe(value)}')
+        raise ValueError(
+            f"expected a user or group name or number, got {describe(value)}"
+        )
     return value or None
 
 
@@ -163,7 +165,8 @@ def directory(value: Any) -> str:
     @raise ValueError: If it is not an absolute path.
     """
     if not isinstance(value, str) or not os.path.isabs(value):
-        raise ValueError(f"must be an absolute path, got {value!r}")
+        got = repr(value) if isinstance(value, str) else describe(value)
+        raise ValueError(f"expected an absolute path, got {got}")
     return value
 
 
@@ -274,6 +277,7 @@ class _StderrReader(Protocol):
         self._buffer = b""
         self._lines = 0
         self._cutShown = False
+        self._skipping = False
         self._early: list[bytes] | None = []
 
     def started(self, pid: int | None) -> None:
@@ -294,11 +298,19 @@ class _StderrReader(Protocol):
 
         @param data: Bytes the program wrote to stderr.
         """
+        if self._skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._skipping = False
+            data = data[end + 1 :]
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
         if len(self._buffer) > MAX_STDERR_LINE:
+            # Log its first 1,024 bytes now, drop the rest of it.
             lines.append(self._buffer)
             self._buffer = b""
+            self._skipping = True
         for line in lines:
             self._emit(line)
 
@@ -566,10 +578,10 @@ class ExecSupervisor(Service):
             self.terminate(child)
 
     def _finishStop(self) -> None:
-        self.spawner.stop()
         d, self._stopping = self._stopping, None
+        stopped = self.spawner.stop()
         if d is not None:
-            d.callback(None)
+            stopped.chainDeferred(d)
 
 
 _supervisors: weakref.WeakKeyDictionary[ServiceContext, ExecSupervisor] = (
@@ -748,14 +760,17 @@ class _Readable:
     @ivar owner: Told when a datagram is waiting.
     """
 
+    fd = -1
+
     def __init__(self, owner: ExecDatagram) -> None:
         self.owner = owner
 
     def fileno(self) -> int:
         """
-        @return: The socket's descriptor.
+        @return: The socket's descriptor (kept: the port may be gone by the
+            time the reactor is told to stop watching it).
         """
-        return int(self.owner.transport.fileno())  # type: ignore[attr-defined]
+        return self.fd
 
     def doRead(self) -> None:
         """
@@ -827,6 +842,7 @@ class ExecDatagram(ServiceDatagramProtocol):
     def _watch(self) -> None:
         if not self._watching and self.transport is not None:
             self._watching = True
+            self._watcher.fd = self.transport.fileno()  # type: ignore[attr-defined]
             self.context.reactor.addReader(self._watcher)
 
     def _unwatch(self) -> None:
@@ -1175,10 +1191,11 @@ exec_ = ServiceType(
         ),
         Setting(
             "mode",
-            "nowait",
+            None,
             mode,
-            '"nowait" (stream: a program per connection) or "wait" (udp: one '
-            "program owns the socket until it exits)",
+            '"nowait" (a program per connection; the default for stream listeners) '
+            'or "wait" (one program owns the udp socket until it exits; the '
+            "default for udp listeners)",
         ),
         Setting(
             "user",

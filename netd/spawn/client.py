@@ -60,6 +60,7 @@ class Spawner:
         self._pending: dict[int, defer.Deferred[int]] = {}
         self._exits: dict[int, Callable[[int], None]] = {}
         self._nextId = 0
+        self._reaped: list[defer.Deferred[None]] = []
         self.ready: defer.Deferred[int | None] = defer.Deferred()
 
     @property
@@ -218,14 +219,21 @@ class Spawner:
             d.errback(SpawnError("the spawner exited"))
         self._reapHelper()
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred[None]:
         """
         Close the socket: the spawner SIGTERMs the children left and exits.
+
+        @return: A L{Deferred} that fires once the spawner process is reaped
+            (or, after 2 seconds, given up on).
         """
-        if self._sock is None:
-            return
-        self.reactor.removeReader(self)
-        self.connectionLost(Failure(SpawnError("stopped")))
+        if self._sock is not None:
+            self.reactor.removeReader(self)
+            self.connectionLost(Failure(SpawnError("stopped")))
+        if self.pid is None:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._reaped.append(d)
+        return d
 
     def _reapHelper(self, attempts: int = 200) -> None:
         """
@@ -240,7 +248,16 @@ class Spawner:
             pid, _ = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             pid = self.pid
-        if pid:
+        if pid or not attempts:
+            if not pid:
+                self._log.warn(
+                    "{service}: the spawner (pid {pid}) did not exit",
+                    service=self.name,
+                    pid=self.pid,
+                )
             self.pid = None
-        elif attempts:
+            reaped, self._reaped = self._reaped, []
+            for d in reaped:
+                d.callback(None)
+        else:
             self.reactor.callLater(0.01, self._reapHelper, attempts - 1)
