@@ -641,15 +641,22 @@ class ExecProtocolTests(SynchronousTestCase):
     def test_stopWaits(self) -> None:
         """
         Stopping the supervisor waits for its programs up to the drain
-        timeout, then ends them, then stops the spawner.
+        timeout, then ends those of wait listeners (a session's program is
+        ended by the session's drain), then stops the spawner.
         """
+        self.context.drainTimeout = 10
         session, transport = self.connect()
         self.spawner.spawns[0][2].callback(5)
+        waiting = self.supervisor.run(0, {})
+        self.spawner.spawns[1][2].callback(6)
+        self.successResultOf(waiting).drainedBySupervisor = True
         d = self.supervisor.stopService()
         self.assertNoResult(d)
         self.reactor.advance(self.context.drainTimeout)
-        self.assertEqual(self.spawner.kills, [(5, signal.SIGTERM)])
+        self.assertEqual(self.spawner.kills, [(6, signal.SIGTERM)])
+        self.spawner.exits[6](signal.SIGTERM)
         self.assertFalse(self.spawner.stopped)
+        self.assertNoResult(d)
         self.spawner.exits[5](signal.SIGTERM)
         self.successResultOf(d)
         self.assertTrue(self.spawner.stopped)

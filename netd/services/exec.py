@@ -372,6 +372,9 @@ class Child:
         self.stderr = stderr
         self.ended: defer.Deferred[int] = defer.Deferred()
         self._killTimer: Any = None
+        # A wait-mode program is drained by the supervisor at stop; a
+        # nowait one by its session (netd.drain), which says why.
+        self.drainedBySupervisor = False
 
     def cancelKill(self) -> None:
         """
@@ -575,7 +578,8 @@ class ExecSupervisor(Service):
 
     def _terminateAll(self) -> None:
         for child in list(self.children.values()):
-            self.terminate(child)
+            if child.drainedBySupervisor:
+                self.terminate(child)
 
     def _finishStop(self) -> None:
         d, self._stopping = self._stopping, None
@@ -899,6 +903,7 @@ class ExecDatagram(ServiceDatagramProtocol):
 
     def _started(self, child: Child, addr: Any) -> None:
         self.child = child
+        child.drainedBySupervisor = True
         limits = self.context.policy.limits
         if limits.maxDuration:
             self._deadline = self.context.reactor.callLater(
