@@ -145,14 +145,16 @@ class SpawnerTests(TestCase):
 
     async def test_onlyStdioOpen(self) -> None:
         """
-        The program has descriptors 0, 1 and 2 and no other.
+        The program has descriptors 0, 1 and 2 and no other, started with
+        C{posix_spawn} or (with resource limits) C{fork}.
         """
-        status, out, err = await self.runOnce(
-            Program(argv=("/bin/ls", "/proc/self/fd"))
-        )
-        # ls itself opens one descriptor to read the directory.
-        self.assertEqual(len(out.split()), 4, out)
-        self.assertEqual(out.split()[:3], [b"0", b"1", b"2"])
+        for rlimits in ((), (("nofile", 64),)):
+            status, out, err = await self.runOnce(
+                Program(argv=("/bin/ls", "/proc/self/fd"), rlimits=rlimits)
+            )
+            # ls itself opens one descriptor to read the directory.
+            self.assertEqual(len(out.split()), 4, out)
+            self.assertEqual(out.split()[:3], [b"0", b"1", b"2"])
 
     async def test_limitsDirectoryNice(self) -> None:
         """
@@ -178,16 +180,23 @@ class SpawnerTests(TestCase):
 
     async def test_signalsReset(self) -> None:
         """
-        The program starts with default signal dispositions (netd's Python
-        ignores SIGPIPE; a program must not inherit that).
+        The program starts with default dispositions for every standard
+        signal and none blocked (netd's Python ignores SIGPIPE, the spawner
+        SIGINT, SIGTERM and SIGHUP; a program must inherit none of that),
+        with or without resource limits (C{posix_spawn} or C{fork}).
+        glibc's C{posix_spawn} leaves its own two real-time signals (32 and
+        33) ignored, which glibc programs handle themselves: not checked.
         """
-        status, out, err = await self.runOnce(
-            Program(argv=("/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"))
-        )
-        self.assertEqual(
-            out.decode().split(),
-            ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"],
-        )
+        for rlimits in ((), (("nofile", 64),)):
+            status, out, err = await self.runOnce(
+                Program(
+                    argv=("/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"),
+                    rlimits=rlimits,
+                )
+            )
+            fields = dict(line.split(":") for line in out.decode().splitlines())
+            self.assertEqual(int(fields["SigBlk"], 16), 0)
+            self.assertEqual(int(fields["SigIgn"], 16) & 0x7FFFFFFF, 0, rlimits)
 
     async def test_cannotExecute(self) -> None:
         """
