@@ -37,9 +37,14 @@ class FragmentTests(SynchronousTestCase):
     def test_names(self) -> None:
         """
         Every fragment is named C{<issue>.<type>} (an issue number and one of
-        the configured types), and says something unless it is C{misc}.
+        the configured types), or C{<issue>.<type>.<n>} when several changes of
+        one issue have the same type (towncrier reads the part after the type
+        as a counter, or ignores it), and says something unless it is
+        C{misc}.
         """
-        pattern = re.compile(r"^[1-9][0-9]*\.(%s)$" % "|".join(TYPES))
+        pattern = re.compile(
+            r"^[1-9][0-9]*\.(%s)(\.[A-Za-z0-9_-]+)?$" % "|".join(TYPES)
+        )
         for name in os.listdir(FRAGMENTS):
             if name.startswith("."):
                 continue
