@@ -584,6 +584,18 @@ class ExecProtocolTests(SynchronousTestCase):
         self.spawner.spawns[0][2].callback(7)
         self.assertEqual(self.spawner.kills, [(7, signal.SIGTERM)])
 
+    def test_spawnerGone(self) -> None:
+        """
+        If the spawner is gone no exit will be reported: a cut session
+        closes at once instead of waiting for one.
+        """
+        session, transport = self.connect()
+        self.spawner.spawns[0][2].callback(99)
+        self.spawner.running = False
+        self.reactor.advance(30)
+        self.assertEqual(self.spawner.kills, [])
+        self.assertTrue(transport.disconnecting)
+
     def test_spawnFails(self) -> None:
         """
         A program that cannot be started ends the session with the reason,

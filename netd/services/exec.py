@@ -701,7 +701,11 @@ class ExecProtocol(Protocol):
         when it has exited.
         """
         self._stopRequested = True
-        if self.child is not None:
+        if self.child is not None and not self.supervisor.spawner.running:
+            # The spawner is gone (it cannot have died but with netd): no
+            # exit will be reported, so close now.
+            self.transport.loseConnection()
+        elif self.child is not None:
             self.supervisor.terminate(self.child)
         elif self._socket is None or "pid" in self._fields:
             self.transport.loseConnection()
