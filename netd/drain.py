@@ -36,12 +36,18 @@ def openSessions(factories: Iterable[Any]) -> list[Any]:
 
 def abortSession(session: Any, reason: str = DRAIN_REASON) -> None:
     """
-    Close a session at once, recording why for its session event.
+    Close a session at once, recording why for its session event: through
+    its own L{abortSession<netd.sessions.Session.abortSession>} if it has
+    one (an exec session ends its program first).
 
     @param session: A L{Session<netd.sessions.Session>} (or any protocol
         wrapper with a transport).
     @param reason: Why.
     """
+    cut = getattr(type(session), "abortSession", None)
+    if cut is not None:
+        cut(session, reason)
+        return
     if getattr(session, "closeReason", "") is None:
         session.closeReason = reason
     transport = session.transport

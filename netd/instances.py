@@ -61,6 +61,7 @@ class ServiceInstance(MultiService):
         reactor: Any = None,
         instances: dict[str, ServiceContext] | None = None,
         sockets: Mapping[str, int] | None = None,
+        drainTimeout: float = 30.0,
     ) -> None:
         """
         @param config: The service's configuration.
@@ -71,6 +72,8 @@ class ServiceInstance(MultiService):
         @param sockets: In a worker process, the descriptors the main process
             passed, by listener service name: the listeners adopt them
             (L{ListenerService.passedFd}) instead of binding.
+        @param drainTimeout: C{drain_timeout}, for the work of
+            L{ServiceType.buildServices}' services.
         """
         super().__init__()
         self.setName(config.name)
@@ -90,9 +93,13 @@ class ServiceInstance(MultiService):
             statsInterval=statsInterval,
             reactor=reactor,
             instances=instances if instances is not None else {},
+            drainTimeout=drainTimeout,
         )
         context.instances[config.name] = context
         self.context = context
+        if serviceType.buildServices is not None:
+            for extra in serviceType.buildServices(context):
+                extra.setServiceParent(self)
         streamFactory = None
         if any(listener.transport == "stream" for listener in config.listeners):
             assert serviceType.buildStreamFactory is not None
@@ -237,6 +244,7 @@ class InProcessServices(MultiService):
             self.reactor,
             instances,
             sockets=self.sockets,
+            drainTimeout=config.drainTimeout,
         )
 
     def serviceInstances(self) -> list[ServiceInstance]:

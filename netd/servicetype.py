@@ -46,6 +46,7 @@ class ServiceContext:
     @ivar instances: Every service instance of the process, by name (live,
         shared): how one service reaches another, e.g. an http service
         mounting a chat service's web page.
+    @ivar drainTimeout: Seconds its work gets to finish when netd stops.
     """
 
     config: ServiceConfig
@@ -57,6 +58,7 @@ class ServiceContext:
     listenerCounters: dict[str, ListenerCounters] = field(factory=dict)
     statsInterval: float = 60.0
     instances: dict[str, ServiceContext] = field(factory=dict)
+    drainTimeout: float = 30.0
 
     @property
     def name(self) -> str:
@@ -114,6 +116,13 @@ class ServiceType:
         time (an http service's document root), from its settings, as
         C{(key, path, isDirectory)}: C{--check} makes sure the account netd
         switches to can read them (L{netd.checks}); L{None}: none.
+    @ivar buildServices: Makes the services an instance runs beside its
+        listeners (an exec service's spawner), children of the instance:
+        started and stopped with it, in twistd's order (so their
+        C{privilegedStartService} runs as root, before the drop); L{None}:
+        none.
+    @ivar checkNotes: Lines C{--check} prints under the instance (who an exec
+        service's programs run as); L{None}: none.
     @ivar checkConfig: Checks that need the other services (one service
         naming another): called once every service is read, with this
         service's L{ServiceConfig<netd.config.ServiceConfig>} and every
@@ -163,6 +172,9 @@ class ServiceType:
         if callable(self.perProcess):
             return bool(self.perProcess(settings))
         return self.perProcess
+
+    buildServices: Callable[[ServiceContext], list[Any]] | None = None
+    checkNotes: Callable[[Any], list[str]] | None = None
 
     @property
     def transports(self) -> frozenset[str]:

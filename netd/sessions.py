@@ -288,6 +288,8 @@ class Session(ProtocolWrapper):
         Look at the counters; close the session after enough quiet looks.
         """
         self._idleCheck = None
+        if (refresh := self._hook("refreshCounters")) is not None:
+            refresh()
         total = self.bytesIn + self.bytesOut
         if total != self._lastTotal:
             self._lastTotal = total
@@ -307,13 +309,49 @@ class Session(ProtocolWrapper):
         Close the session at once, for a reason of netd's.
 
         The connection is aborted rather than closed gracefully: a client
-        that stopped reading would otherwise hold it open forever.
+        that stopped reading would otherwise hold it open forever. A
+        service protocol that owns something beyond the connection (an
+        exec program) ends it its own way: see L{abortSession}.
+
+        @param reason: Why, for the session event.
+        """
+        self.abortSession(reason)
+
+    def _hook(self, name: str) -> Any:
+        """
+        One of the optional methods a service protocol may define (looked
+        up on its class, for the reason given in L{_halfCloseable}):
+
+            - C{stopSession()}: end the session for netd (L{abortSession});
+              the protocol closes the connection when it is done;
+            - C{refreshCounters()}: update L{bytesIn}/L{bytesOut} for bytes
+              that do not pass through netd (before each idle check and
+              the session event);
+            - C{sessionFields()}: extra fields for the session event.
+
+        @param name: The method's name.
+        @return: The bound method, or L{None}.
+        """
+        method = getattr(type(self.wrappedProtocol), name, None)
+        if method is None:
+            return None
+        return method.__get__(self.wrappedProtocol)
+
+    def abortSession(self, reason: str) -> None:
+        """
+        End the session now, for a reason of netd's (a limit, the drain):
+        abort the connection, or let the service's protocol end it
+        (C{stopSession}, see L{_hook}).
 
         @param reason: Why, for the session event.
         """
         if self.closeReason is None:
             self.closeReason = reason
-        self.transport.abortConnection()
+        stop = self._hook("stopSession")
+        if stop is not None:
+            stop()
+        else:
+            self.transport.abortConnection()
 
     def _halfCloseable(self) -> IHalfCloseableProtocol | None:
         """
@@ -366,6 +404,9 @@ class Session(ProtocolWrapper):
         factory = self.factory
         context = factory.context
         context.policy.release(self.host)
+        if (refresh := self._hook("refreshCounters")) is not None:
+            refresh()
+        fields = self._hook("sessionFields")
         bytesIn = self.bytesIn
         bytesOut = self.bytesOut
         duration = context.reactor.seconds() - self._started
@@ -392,6 +433,7 @@ class Session(ProtocolWrapper):
             bytesIn=bytesIn,
             bytesOut=bytesOut,
             reason=why,
+            **(fields() if fields is not None else {}),
         )
         super().connectionLost(reason)
 

@@ -261,6 +261,9 @@ class Options(usage.Options):
                     f"  {service.name} ({service.type}): {addresses}"
                     f"{workerPlacement(service, pinned)}\n"
                 )
+                if (notes := service.serviceType.checkNotes) is not None:
+                    for note in notes(service):
+                        self.stdout.write(f"    {note}\n")
             if config.included:
                 self.stdout.write(f"  included: {', '.join(config.included)}\n")
             if config.metrics is not None:

@@ -17,7 +17,7 @@ def serviceTypes() -> Mapping[str, ServiceType]:
     @return: A mapping from name to L{ServiceType}.
     """
     from netd.services import chargen, chat, daytime, discard, echo, http
-    from netd.services import forward, timeservice
+    from netd.services import exec as exec_, forward, timeservice
 
     return {
         serviceType.name: serviceType
@@ -30,5 +30,6 @@ def serviceTypes() -> Mapping[str, ServiceType]:
             daytime.daytime,
             timeservice.timeService,
             forward.forward,
+            exec_.exec_,
         )
     }

@@ -1,0 +1,254 @@
+# -*- test-case-name: tests.test_exec_e2e -*-
+"""
+End to end: the real C{twistd netd} running real programs under exec
+services, talked to with real clients: C{git daemon --inetd} with
+C{git clone}, C{in.tftpd} (tftpd-hpa) in wait mode with C{tftp} (tftp-hpa).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests import test_endtoend
+from tests.test_endtoend import freePorts
+from tests.test_listeners import LOOPBACK
+
+CLIENT_TIMEOUT = 60
+
+
+def run(args: list[str], cwd: str) -> subprocess.CompletedProcess[bytes]:
+    """
+    @param args: A client command.
+    @param cwd: Where to run it.
+    @return: The finished process.
+    """
+    return subprocess.run(args, cwd=cwd, capture_output=True, timeout=CLIENT_TIMEOUT)
+
+
+def userLine() -> str:
+    """
+    @return: The C{user} line an exec service needs: as root, nobody; else
+        none (the programs run as netd's own user).
+    """
+    return 'user = "nobody"\n' if os.geteuid() == 0 else ""
+
+
+class ExecEndToEndTests(TestCase):
+    """
+    exec services in the real daemon.
+    """
+
+    timeout = 120
+
+    writeConfig = test_endtoend.EndToEndTests.writeConfig
+    daemon = test_endtoend.EndToEndTests.daemon
+    netd = test_endtoend.EndToEndTests.netd
+    assertStoppedCleanly = test_endtoend.EndToEndTests.assertStoppedCleanly
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        # The programs run as nobody: let it reach the test's directory
+        # (trial makes the directories above it private).
+        here = self.directory
+        while here != os.getcwd() and here != os.path.dirname(here):
+            os.chmod(here, 0o755)
+            here = os.path.dirname(here)
+
+    async def test_gitClone(self) -> None:
+        """
+        C{git clone git://...} from C{git daemon --inetd} under an exec
+        service gets the repository; the session event names the program's
+        pid and exit status; C{--check} says who the programs run as.
+        """
+        if shutil.which("git") is None:
+            raise self.skipTest("git is not installed (package git)")
+        repositories = os.path.join(self.directory, "repos")
+        source = os.path.join(self.directory, "source")
+        os.makedirs(repositories)
+        git = ["git", "-c", "user.name=netd", "-c", "user.email=netd@example.invalid"]
+        for args in (
+            ["git", "init", "-q", "-b", "main", source],
+            ["sh", "-c", "echo hello from netd > README"],
+            ["git", "add", "README"],
+            git + ["commit", "-q", "-m", "first"],
+            [
+                "git",
+                "clone",
+                "-q",
+                "--bare",
+                source,
+                os.path.join(repositories, "repo.git"),
+            ],
+        ):
+            done = run(args, source if os.path.isdir(source) else self.directory)
+            self.assertEqual(done.returncode, 0, done.stderr)
+        (port,) = freePorts(1)
+        config = self.writeConfig(
+            "[services.git]\n"
+            'type = "exec"\n'
+            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+            'command = ["/usr/bin/git", "daemon", "--inetd", "--export-all", '
+            '"--log-destination=stderr", '
+            f'"--base-path={repositories}", "{repositories}"]\n'
+            + userLine()
+            + "# git refuses repositories another user owns unless told\n"
+            'env = { GIT_CONFIG_COUNT = "1", GIT_CONFIG_KEY_0 = "safe.directory", '
+            'GIT_CONFIG_VALUE_0 = "*" }\n'
+            "[services.git.limits]\n"
+            "max_sessions = 4\n"
+        )
+        check = run(
+            test_endtoend.twistdCommand()
+            + ["netd", "--allow-root", "--config", config, "--check"],
+            self.directory,
+        )
+        self.assertEqual(check.returncode, 0, check.stderr)
+        self.assertIn(b"git (exec): tcp:", check.stdout)
+        self.assertIn(b"programs run as", check.stdout)
+        daemon = self.netd("--config", config)
+        await daemon.waitForOutput(r"git listening on ")
+
+        clone = os.path.join(self.directory, "clone")
+        done = await deferToThread(
+            run,
+            ["git", "clone", "-q", f"git://{LOOPBACK}:{port}/repo.git", clone],
+            self.directory,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr + daemon.stdout.encode())
+        with open(os.path.join(clone, "README")) as f:
+            self.assertEqual(f.read(), "hello from netd\n")
+        [line] = await daemon.waitForOutput(
+            r"git session from 127\.0\.0\.1:\d+ on .* \(pid \d+ exited with status 0 after"
+        )
+        self.assertNotIn("0 bytes out", line)
+        self.assertStoppedCleanly(daemon, await daemon.stop())
+
+    async def test_tftpWait(self) -> None:
+        """
+        C{tftp} fetches a 1 MiB file from C{in.tftpd} run by a wait-mode udp
+        exec service, sha256 equal, twice (netd takes the socket back after
+        the first program exits).
+        """
+        tftpd = "/usr/sbin/in.tftpd"
+        if not os.access(tftpd, os.X_OK) or shutil.which("tftp") is None:
+            raise self.skipTest(
+                "in.tftpd or tftp is missing (packages tftpd-hpa, tftp-hpa)"
+            )
+        if os.geteuid() != 0:
+            raise self.skipTest("in.tftpd --secure chroots: netd must run as root")
+        root = os.path.join(self.directory, "tftp")
+        os.makedirs(root)
+        os.chmod(root, 0o755)
+        data = os.urandom(1024 * 1024)
+        with open(os.path.join(root, "big.bin"), "wb") as f:
+            f.write(data)
+        os.chmod(os.path.join(root, "big.bin"), 0o644)
+        (port,) = freePorts(1)
+        config = self.writeConfig(
+            "[services.tftp]\n"
+            'type = "exec"\n'
+            'mode = "wait"\n'
+            f'listen = ["udp:{port}:interface=127.0.0.1"]\n'
+            "# in.tftpd chroots into the directory and then switches to nobody\n"
+            'command = ["/usr/sbin/in.tftpd", "--timeout", "1", "--user", "nobody", '
+            f'"--secure", "{root}"]\n'
+            'user = "root"\n'
+            "allow_root = true\n"
+        )
+        daemon = self.netd("--config", config)
+        await daemon.waitForOutput(r"tftp listening on ")
+        for attempt in (1, 2):
+            target = os.path.join(self.directory, f"got{attempt}.bin")
+            done = await deferToThread(
+                run,
+                [
+                    "tftp",
+                    LOOPBACK,
+                    str(port),
+                    "-m",
+                    "binary",
+                    "-c",
+                    "get",
+                    "big.bin",
+                    target,
+                ],
+                self.directory,
+            )
+            self.assertEqual(done.returncode, 0, done.stderr)
+            with open(target, "rb") as f:
+                self.assertEqual(
+                    hashlib.sha256(f.read()).hexdigest(),
+                    hashlib.sha256(data).hexdigest(),
+                )
+            await daemon.waitForOutput(
+                r"tftp program for 127\.0\.0\.1:\d+ on udp:.* \(pid \d+ exited with status 0\)",
+                count=attempt,
+            )
+        self.assertStoppedCleanly(daemon, await daemon.stop())
+
+    async def test_limitsAndDrain(self) -> None:
+        """
+        A program that ignores SIGTERM is killed at C{max_duration} plus
+        C{kill_grace}; on SIGTERM netd drains a running program (SIGTERM at
+        the drain deadline) and exits cleanly.
+        """
+        script = os.path.join(self.directory, "stubborn.sh")
+        with open(script, "w") as f:
+            f.write(
+                "#!/bin/sh\ntrap '' TERM\necho started\nsleep 30 </dev/null >/dev/null 2>&1 &\nwait\n"
+            )
+        os.chmod(script, 0o755)
+        polite = os.path.join(self.directory, "polite.sh")
+        with open(polite, "w") as f:
+            f.write("#!/bin/sh\necho started\nexec sleep 30\n")
+        os.chmod(polite, 0o755)
+        stubbornPort, politePort = freePorts(2)
+        config = self.writeConfig(
+            "[netd]\n"
+            "drain_timeout = 1\n"
+            "[services.stubborn]\n"
+            'type = "exec"\n'
+            f'listen = ["tcp:{stubbornPort}:interface=127.0.0.1"]\n'
+            f'command = ["{script}"]\n' + userLine() + "kill_grace = 0.5\n"
+            "[services.stubborn.limits]\n"
+            "max_duration = 1\n"
+            "[services.polite]\n"
+            'type = "exec"\n'
+            f'listen = ["tcp:{politePort}:interface=127.0.0.1"]\n'
+            f'command = ["{polite}"]\n' + userLine()
+        )
+        daemon = self.netd("--config", config)
+        await daemon.waitForOutput(r"polite listening on ")
+
+        def readFrom(port: int) -> bytes:
+            with socket.create_connection((LOOPBACK, port), timeout=20) as s:
+                chunks = []
+                while chunk := s.recv(100):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+
+        self.assertEqual(await deferToThread(readFrom, stubbornPort), b"started\n")
+        await daemon.waitForOutput(
+            r"stubborn session from .*\(maximum session duration reached; pid \d+ "
+            r"killed by SIGKILL after 1\.5\d\ds\)"
+        )
+        reading = deferToThread(readFrom, politePort)
+        # Let the polite program start before netd is told to stop.
+        await deferLater(reactor, 1.0, lambda: None)
+        code = await daemon.stop()
+        self.assertEqual(await reading, b"started\n")
+        self.assertRegex(
+            daemon.stdout,
+            r"polite session from .*\(drain deadline reached; pid \d+ killed by SIGTERM",
+        )
+        self.assertStoppedCleanly(daemon, code)
