@@ -312,23 +312,34 @@ def formatStatus(answer: dict[str, Any]) -> str:
     """
     from netd.words import plural
 
+    workers = answer["workers"]
+    sessions = answer["sessions"]
     lines = [
         f"netd {answer['version']} (pid {answer['pid']}, up {answer['uptime']:.0f}s): "
         f"{answer['status']}",
         f"  configuration: {answer['config']}",
-        f"  {plural(answer['workers'], 'process', 'processes')} serving, "
-        f"{plural(answer['sessions'], 'open session')}"
-        + (" in the main process" if answer["workers"] > 1 else ""),
+        f"  {plural(workers, 'process', 'processes')} serving, "
+        + (
+            plural(sessions, "open session")
+            if sessions is not None
+            else "sessions counted by each worker"
+        ),
     ]
+    for process in answer.get("workerProcesses", ()):
+        lines.append(
+            f"  worker {process['index']}: pid {process['pid']}, "
+            + ("serving" if process["ready"] else "starting")
+        )
     for service in answer["services"]:
         listeners = ", ".join(
             listener["listener"]
-            + (f" (port {listener['port']})" if listener["port"] else "")
+            + (f" (port {listener['port']})" if listener.get("port") else "")
             for listener in service["listeners"]
         )
+        count = service.get("sessions")
         lines.append(
-            f"  {service['name']} ({service['type']}): {listeners}; "
-            f"{plural(service['sessions'], 'open session')}"
+            f"  {service['name']} ({service['type']}): {listeners}"
+            + (f"; {plural(count, 'open session')}" if count is not None else "")
         )
     return "\n".join(lines) + "\n"
 

@@ -296,7 +296,19 @@ class ControlService(Service):
                     "counters": instance.context.counters.snapshot(),
                 }
             )
+        processes = []
         if isinstance(served, HeldSockets):
+            generation = served.supervisor.current
+            slots = generation.slots if generation is not None else []
+            for slot in slots:
+                processes.append(
+                    {
+                        "index": slot.index,
+                        "pid": slot.process.pid if slot.process else None,
+                        "ready": slot.ready,
+                        "generation": slot.generation.number,
+                    }
+                )
             for service in served.config.services:
                 services.append(
                     {
@@ -316,6 +328,7 @@ class ControlService(Service):
             "config": root.configPath or root.config.source,
             "uptime": round(time.time() - self.started, 3),
             "workers": (served.workerCount if isinstance(served, HeldSockets) else 1),
+            "workerProcesses": processes,
             "sessions": (
                 len(served.openSessions())
                 if isinstance(served, InProcessServices)

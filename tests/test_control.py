@@ -18,7 +18,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netd.config import loadConfig
+from netd.cli import formatStatus
+from netd.config import loadConfig, parseConfig
 from netd.control import (
     DEFAULT_SYSTEM_PATH,
     ControlError,
@@ -30,6 +31,7 @@ from netd.control import (
 from netd.daemon import NetdService
 from netd.listeners import ListenError
 from netd.served import ReloadResult
+from netd.workers.supervisor import HeldSockets, Supervisor
 from netd.services import serviceTypes
 
 
@@ -161,6 +163,45 @@ class SocketTests(TestCase):
         self.directory = tempfile.mkdtemp(prefix="netd-")
         self.addCleanup(shutil.rmtree, self.directory, True)
         self.path = os.path.join(self.directory, "control.sock")
+
+    async def test_statusWithWorkers(self) -> None:
+        """
+        With workers, C{status} lists each worker process (index, pid,
+        whether it serves) beside the services; sessions are the workers'
+        own (not counted in the main process).
+        """
+        from tests.test_workers import ProcessReactor
+
+        processes = ProcessReactor()
+        config = parseConfig(
+            serviceTypes(),
+            '[netd]\nworkers = 2\n[services.e]\ntype = "echo"\n'
+            'listen = ["tcp:0:interface=127.0.0.1"]\n',
+            "netd.toml",
+        )
+        supervisor = Supervisor(processes, ["python"], {}, lambda event: None)
+        served = HeldSockets(config, reactor, workers=2, supervisor=supervisor)
+        root = NetdService(config, reactor, served=served)
+        root.startService()
+        served.serving()
+        processes.spawned[0].ready()
+        (answer,) = converse(ControlService("/x", root), {"command": "status"})
+        self.assertEqual(answer["workers"], 2)
+        self.assertIsNone(answer["sessions"])
+        self.assertEqual(
+            [(p["index"], p["ready"]) for p in answer["workerProcesses"]],
+            [(0, True), (1, False)],
+        )
+        self.assertEqual(
+            [p["pid"] for p in answer["workerProcesses"]],
+            [spawned.transport.pid for spawned in processes.spawned],
+        )
+        self.assertEqual([s["name"] for s in answer["services"]], ["e"])
+        self.assertIn("worker 0: pid", formatStatus(answer))
+        stopped = root.stopService()
+        for spawned in processes.spawned:
+            spawned.end(0)
+        await stopped
 
     async def test_roundTrip(self) -> None:
         """
