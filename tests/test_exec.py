@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from netd.config import ConfigError, parseConfig
 from netd.descriptions import parseListener
@@ -152,6 +152,29 @@ class CheckProgramTests(SynchronousTestCase):
         """
         self.assertIsNone(checkProgram(self.program, self.uid, ()))
         self.assertIsNone(checkProgram("/bin/cat", 65534, (65534,)))
+
+    def test_stickyRootDirectory(self) -> None:
+        """
+        A directory writable by others but sticky and owned by root (as
+        C{/tmp}) above the program is accepted (nobody else can replace what
+        is in it); without the sticky bit it is refused.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("needs root to own the directory")
+        sticky = os.path.join(self.directory, "sticky")
+        inner = os.path.join(sticky, "inner")
+        os.makedirs(inner)
+        os.chmod(inner, 0o755)
+        program = os.path.join(inner, "program")
+        os.rename(self.program, program)
+        os.chmod(sticky, 0o1777)
+        self.assertIsNone(checkProgram(program, self.uid, ()))
+        os.chmod(sticky, 0o777)
+        self.assertEqual(
+            checkProgram(program, self.uid, ()),
+            f"{sticky} is writable by its group or by others (mode drwxrwxrwx): "
+            "anyone could change what runs",
+        )
 
     def test_missing(self) -> None:
         """

@@ -1028,8 +1028,12 @@ def checkProgram(path: str, uid: int, groups: tuple[int, ...]) -> str | None:
     Check that a program exists, may be executed by an account, and cannot
     be changed by anyone but root and that account: it and every directory
     above it belong to one of them and are writable by neither their group
-    nor others (a sticky C{/tmp} is no exception: anyone could put a
-    program there first).
+    nor others. A sticky directory owned by root (C{/tmp}) is the one
+    exception above the program, as OpenSSH and sudo allow it: nobody else
+    can rename or remove what root or the account owns in it, and what is
+    below it must belong to one of them. The program itself directly in a
+    sticky directory is still refused if anyone else could have put it
+    there first (its owner is checked).
 
     @param path: The absolute path.
     @param uid: The account's user id.
@@ -1053,7 +1057,13 @@ def checkProgram(path: str, uid: int, groups: tuple[int, ...]) -> str | None:
                 f"{here} belongs to uid {info.st_uid}: the program and the "
                 f"directories above it must belong to root or to uid {uid}"
             )
-        if info.st_mode & 0o022:
+        stickyRoot = (
+            here != path
+            and stat.S_ISDIR(info.st_mode)
+            and info.st_mode & stat.S_ISVTX
+            and info.st_uid == 0
+        )
+        if info.st_mode & 0o022 and not stickyRoot:
             return (
                 f"{here} is writable by its group or by others "
                 f"(mode {stat.filemode(info.st_mode)}): anyone could change what runs"
