@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 import time
 
+from tests.support import stopProcess
+
 REDIS_SERVER = shutil.which("redis-server")
 
 #: Why Redis tests skip, or L{None}.
@@ -229,11 +231,6 @@ class RedisServer:
         """
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stopProcess(self.process)
         self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)

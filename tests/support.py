@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import subprocess
 from collections.abc import Mapping
 from typing import Any
 
@@ -239,3 +240,18 @@ def keepTrialReactor(testCase: Any) -> None:
         return reactor
 
     testCase.patch(tap, "selectReactor", installed)
+
+
+def stopProcess(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """
+    Stop a process this test started, by its PID: SIGTERM, then SIGKILL if
+    it is still there after C{timeout} seconds. A process that already
+    exited is only reaped.
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -2,18 +2,23 @@
 """
 End to end: two real C{twistd netd} processes (standing for two hosts), one
 of them with C{workers = 2}, sharing chat rooms through one real
-C{redis-server}; plain blocking sockets as clients (what C{nc} does). Redis
-is killed and started again mid-conversation.
+C{redis-server}; plain blocking sockets as clients (what C{nc} does), and a
+headless chromium (L{tests.browsersupport}) on the chat page that the second
+host's http service mounts. Redis is killed and started again
+mid-conversation.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import tempfile
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.browsersupport import BROWSER, BROWSER_SKIP, DRIVER, ENTER, WebDriver
 from tests.chatsupport import LineClient, Netd
 from tests.redissupport import SKIP, RedisServer, freePort
 
@@ -34,6 +39,14 @@ flood_lines_burst = 1000
 
 [services.chat.limits]
 max_sessions_per_peer = 1000
+{web}"""
+
+WEB = """
+[services.web]
+type = "http"
+listen = ["tcp:{port}:interface=127.0.0.1"]
+chat = "chat"
+chat_path = "/chat/"
 """
 
 
@@ -74,6 +87,114 @@ class Member:
         return got
 
 
+class BrowserMember:
+    """
+    A chromium page on a chat page, with a nickname, in C{#lobby}.
+    """
+
+    def __init__(self, case: SynchronousTestCase, url: str, nick: str) -> None:
+        assert DRIVER is not None and BROWSER is not None
+        profile = tempfile.mkdtemp(prefix="netd-chromium-")
+        case.addCleanup(shutil.rmtree, profile, ignore_errors=True)
+        self.driver = WebDriver(DRIVER, BROWSER, profile)
+        case.addCleanup(self.driver.quit)
+        self.driver.open(url)
+        self.driver.waitForText("#status", "connected")
+        self.driver.waitForText("#log", "type a nickname")
+        self.driver.type("#input", nick + ENTER)
+        self.driver.waitForText("#log", f"*** {nick} joined #lobby")
+
+    def send(self, text: str) -> None:
+        """
+        Type a line and press Enter.
+        """
+        self.driver.type("#input", text + ENTER)
+
+    def messages(self, count: int, timeout: float = 20.0) -> list[str]:
+        """
+        Wait until the page shows at least C{count} messages (C{<nick> text}
+        lines, since it loaded).
+
+        @return: All of them, in the order shown.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            lines: list[str] = self.driver.script(
+                "return Array.from(document.querySelectorAll('#log > div'))"
+                ".map(e => e.textContent)"
+            )
+            got = [line for line in lines if line.startswith("<")]
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(got)} of {count} messages: {lines!r}")
+            time.sleep(0.1)
+
+
+def startHosts(
+    case: SynchronousTestCase,
+) -> tuple[RedisServer, Netd, Netd, int, int, int, int]:
+    """
+    Start one C{redis-server} and two netd "hosts" on it: A, one
+    process, chat on TCP and UDP; B, C{workers = 2}, chat on TCP and an
+    http service mounting the chat page at C{/chat/}. Each is stopped
+    at C{case}'s cleanup.
+
+    @return: Redis, A, B, A's chat TCP and UDP ports, B's chat TCP port
+        and B's http port.
+    """
+    redis = RedisServer()
+    case.addCleanup(redis.stop)
+    redis.start()
+    portA, portB, webB = freePort(), freePort(), freePort()
+    udpA = freePort()
+    a = Netd(
+        CONFIG.format(
+            netd="",
+            port=portA,
+            hub=redis.url,
+            udp=f', "udp:{udpA}:interface=127.0.0.1"',
+            web="",
+        )
+    )
+    case.addCleanup(a.stop)
+    b = Netd(
+        CONFIG.format(
+            netd="workers = 2",
+            port=portB,
+            hub=redis.url,
+            udp="",
+            web=WEB.format(port=webB),
+        )
+    )
+    case.addCleanup(b.stop)
+    waitOutput(a, r"Redis hub .* connected")
+    waitOutput(b, r"netd ready with 2 workers")
+    waitOutput(b, r"Redis hub .* connected", count=2)
+    return redis, a, b, portA, udpA, portB, webB
+
+
+def membersOnBothWorkers(
+    case: SynchronousTestCase, b: Netd, portB: int
+) -> list[Member]:
+    """
+    Connect members C{b0}, C{b1}, ... to host B until both of its workers
+    serve some (at least three).
+    """
+    onB: list[Member] = []
+    for n in range(20):
+        onB.append(Member(case, portB, f"b{n}"))
+        joins = re.findall(r"\[worker (\d)[^\]]*\][^\n]*b\d+ joined #lobby", b.output)
+        if len(onB) >= 3 and len(set(joins)) == 2:
+            break
+    case.assertEqual(
+        set(re.findall(r"\[worker (\d)[^\]]*\][^\n]*joined #lobby", b.output)),
+        {"0", "1"},
+        b.output,
+    )
+    return onB
+
+
 class RedisEndToEndTests(SynchronousTestCase):
     """
     Two netd "hosts", three processes, one Redis.
@@ -91,41 +212,9 @@ class RedisEndToEndTests(SynchronousTestCase):
         once Redis is back (a new, empty one on the same port), what A said
         meanwhile reaches B and delivery across hosts resumes.
         """
-        redis = RedisServer()
-        self.addCleanup(redis.stop)
-        redis.start()
-        portA, portB = freePort(), freePort()
-        udpA = freePort()
-        a = Netd(
-            CONFIG.format(
-                netd="",
-                port=portA,
-                hub=redis.url,
-                udp=f', "udp:{udpA}:interface=127.0.0.1"',
-            )
-        )
-        self.addCleanup(a.stop)
-        b = Netd(CONFIG.format(netd="workers = 2", port=portB, hub=redis.url, udp=""))
-        self.addCleanup(b.stop)
-        waitOutput(a, r"Redis hub .* connected")
-        waitOutput(b, r"netd ready with 2 workers")
-        waitOutput(b, r"Redis hub .* connected", count=2)
-
+        redis, a, b, portA, udpA, portB, _ = startHosts(self)
         amy = Member(self, portA, "amy")
-        # Connections to B until both of its workers serve some.
-        onB: list[Member] = []
-        for n in range(20):
-            onB.append(Member(self, portB, f"b{n}"))
-            joins = re.findall(
-                r"\[worker (\d)[^\]]*\][^\n]*b\d+ joined #lobby", b.output
-            )
-            if len(onB) >= 3 and len(set(joins)) == 2:
-                break
-        self.assertEqual(
-            set(re.findall(r"\[worker (\d)[^\]]*\][^\n]*joined #lobby", b.output)),
-            {"0", "1"},
-            b.output,
-        )
+        onB = membersOnBothWorkers(self, b, portB)
         watcherA = Member(self, portA, "wa")
         sender = onB[0]
 
@@ -195,3 +284,85 @@ class RedisEndToEndTests(SynchronousTestCase):
             self.assertNotIn("Unhandled", netd.output)
         self.assertEqual(a.stop(), 0)
         self.assertEqual(b.stop(), 0)
+
+
+class BrowserEndToEndTests(SynchronousTestCase):
+    """
+    A browser on host B, a TCP client on host A and a UDP member on host A,
+    in one room through Redis.
+    """
+
+    skip = SKIP or BROWSER_SKIP
+
+    def test_browserTCPAndUDPSeeOneOrder(self) -> None:
+        """
+        A chromium page on the chat page that host B's http service mounts
+        (its WebSocket served by one of B's two workers), TCP clients on both
+        hosts and a UDP member on host A are in C{#lobby}. Four senders (a
+        TCP client on A, one on B, the UDP member and the browser itself)
+        talk at once: the browser, a TCP observer on each host and the UDP
+        member see the same messages in the same order, each sender's in the
+        order sent, the browser's own message among them.
+        """
+        redis, a, b, portA, udpA, portB, webB = startHosts(self)
+        amy = Member(self, portA, "amy")
+        watcherA = Member(self, portA, "wa")
+        onB = membersOnBothWorkers(self, b, portB)
+        sender, watcherB = onB[0], onB[-1]
+        web = BrowserMember(self, f"http://127.0.0.1:{webB}/chat/", "web")
+        self.assertRegex(
+            b.output,
+            r"\[worker \d[^\]]*\][^\n]*web joined #lobby \(127\.0\.0\.1:\d+, ws\)",
+        )
+        watcherA.client.expect(r"^\*\*\* web joined #lobby$")
+
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(udp.close)
+        udp.connect(("127.0.0.1", udpA))
+        udp.settimeout(15)
+        pad = " " * 400  # a UDP source is sent at most what it sent
+        udp.send(f"/nick udpu{pad}\n".encode())
+        watcherB.client.expect(r"^\*\*\* udpu joined #lobby$")
+
+        rounds = 10
+        for i in range(rounds):
+            amy.client.send(f"a{i}")
+            sender.client.send(f"b{i}")
+            udp.send(f"u{i}{pad}\n".encode())
+            if i == rounds // 2:
+                web.send("w from the browser")
+        total = 3 * rounds + 1
+        fromA = watcherA.messages(total)
+        fromB = watcherB.messages(total)
+        inBrowser = web.messages(total)
+        self.assertEqual(fromA, fromB)
+        self.assertEqual(inBrowser, fromA)
+        for nick, prefix in (("amy", "a"), ("b0", "b"), ("udpu", "u")):
+            self.assertEqual(
+                [m for m in fromA if m.startswith(f"<{nick}>")],
+                [f"<{nick}> {prefix}{i}" for i in range(rounds)],
+            )
+        self.assertEqual(
+            [m for m in fromA if m.startswith("<web>")], ["<web> w from the browser"]
+        )
+        self.assertEqual(len(fromA), total)
+
+        # The UDP member sees the others' messages in that order too (not
+        # its own: a UDP member gets no echo).
+        fromUDP: list[str] = []
+        others = [m for m in fromA if not m.startswith("<udpu>")]
+        while len(fromUDP) < len(others):
+            datagram = udp.recv(65536).decode()
+            fromUDP.extend(
+                line for line in datagram.splitlines() if line.startswith("<")
+            )
+        self.assertEqual(fromUDP, others)
+        # Nothing more came to the page: exactly those messages, once each.
+        self.assertEqual(web.messages(total), inBrowser)
+
+        for netd in (a, b):
+            self.assertNotIn("Traceback", netd.output)
+            self.assertNotIn("Unhandled", netd.output)
+        self.assertEqual(a.stop(), 0)
+        self.assertEqual(b.stop(), 0)
+        redis.stop()
