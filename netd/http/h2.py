@@ -77,7 +77,7 @@ from zope.interface import implementer
 
 from netd.http.accesslog import describeHost
 from netd.http.answer import answer
-from netd.http.files import FileEntry
+from netd.http.fieldresponses import FieldResponder
 from netd.http.request import (
     CLOSING,
     IDLE,
@@ -87,7 +87,7 @@ from netd.http.request import (
     Reject,
     Request,
 )
-from netd.http.responses import STATUS_REASONS, fieldsOf
+from netd.http.responses import STATUS_REASONS
 
 if TYPE_CHECKING:
     from netd.http.server import HTTPFactory
@@ -98,10 +98,6 @@ CHUNK = 65536
 _GET = b"GET"
 _HEAD = b"HEAD"
 _STATUS = b":status"
-_CONTENT_LENGTH = b"content-length"
-_NO_STORE = ((b"content-type", b"application/json"), (b"cache-control", b"no-store"))
-_TEXT = (b"content-type", b"text/plain; charset=utf-8")
-_ALLOW = (b"allow", b"GET, HEAD")
 _STATUSES = {code: str(code).encode("ascii") for code in STATUS_REASONS}
 
 
@@ -147,7 +143,7 @@ class _Body:
 
 
 @implementer(IPushProducer)
-class HTTP2Connection(FieldReader, Protocol):
+class HTTP2Connection(FieldResponder, FieldReader, Protocol):
     """
     One HTTP/2 connection of an http service.
 
@@ -447,108 +443,6 @@ class HTTP2Connection(FieldReader, Protocol):
             return
         self._bodies[streamId] = _Body(req, status, data, fd, offset, length)
 
-    def sendError(self, req: Request, status: int) -> None:
-        """
-        Answer an error status with its one-line body.
-
-        @param req: The request.
-        @param status: The status.
-        """
-        body = b"%d %s\n" % (status, STATUS_REASONS[status].encode("ascii"))
-        fields = list(self.factory.extraFields)
-        fields.append(_TEXT)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        if status == 405:
-            fields.append(_ALLOW)
-        self._respond(req, status, fields, body, length=len(body))
-
-    def sendUnsatisfiable(self, req: Request, entry: FileEntry) -> None:
-        """
-        Answer C{416} with the size of the file.
-
-        @param req: The request.
-        @param entry: The file.
-        """
-        body = b"416 %s\n" % STATUS_REASONS[416].encode("ascii")
-        fields = list(self.factory.extraFields)
-        fields.append(_TEXT)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        fields.append((b"content-range", b"bytes */%d" % entry.size))
-        self._respond(req, 416, fields, body, length=len(body))
-
-    def sendRedirect(self, req: Request, location: bytes) -> None:
-        """
-        Answer C{301}.
-
-        @param req: The request.
-        @param location: Where to.
-        """
-        body = b"301 Moved Permanently\n"
-        fields = list(self.factory.extraFields)
-        fields.append((b"location", location))
-        fields.append(_TEXT)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        self._respond(req, 301, fields, body, length=len(body))
-
-    def sendStatusPage(self, req: Request, body: bytes) -> None:
-        """
-        Answer the status endpoint with its JSON.
-
-        @param req: The request.
-        @param body: The JSON.
-        """
-        fields = list(self.factory.extraFields)
-        fields.extend(_NO_STORE)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        self._respond(req, 200, fields, body, length=len(body))
-
-    def sendNotModified(self, req: Request, entry: FileEntry) -> None:
-        """
-        Answer C{304} with the file's validators.
-
-        @param req: The request.
-        @param entry: The file.
-        """
-        fields = list(entryFields(entry))
-        fields.append((_CONTENT_LENGTH, b"%d" % entry.size))
-        self._respond(req, 304, fields, None)
-
-    def sendFile(
-        self,
-        req: Request,
-        entry: FileEntry,
-        status: int,
-        start: int,
-        length: int,
-        body: bytes | None,
-        fd: int | None,
-    ) -> None:
-        """
-        Answer C{200} or C{206}; the body goes out as the windows allow.
-
-        @param req: The request.
-        @param entry: The file.
-        @param status: C{200} or C{206}.
-        @param start: The first byte.
-        @param length: How many bytes.
-        @param body: The bytes (C{b""} for none), or L{None} to stream from
-            C{fd}.
-        @param fd: The open file, or L{None}.
-        """
-        fields = list(entryFields(entry))
-        fields.append((_CONTENT_LENGTH, b"%d" % length))
-        if status == 206:
-            fields.append(
-                (
-                    b"content-range",
-                    b"bytes %d-%d/%d" % (start, start + length - 1, entry.size),
-                )
-            )
-        if body is not None:
-            self._respond(req, status, fields, body, length=len(body))
-        else:
-            self._respond(req, status, fields, None, fd, start, length)
-
     # Sending.
 
     def _pump(self) -> None:
@@ -822,18 +716,3 @@ class HTTP2Connection(FieldReader, Protocol):
         for body in self._bodies.values():
             body.close()
         self._bodies.clear()
-
-
-def entryFields(entry: FileEntry) -> tuple[tuple[bytes, bytes], ...]:
-    """
-    The HTTP/2 header fields of a file's responses (except
-    C{content-length}), from its pre-built HTTP/1.1 lines, made once per
-    entry.
-
-    @param entry: The file.
-    @return: The fields.
-    """
-    fields = entry.fields
-    if fields is None:
-        fields = entry.fields = fieldsOf(entry.common)
-    return fields
