@@ -8,10 +8,12 @@ decided, and hands them to the framing's C{_respond}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
+from netd.http.answer import answer
 from netd.http.files import FileEntry
-from netd.http.request import Request
+from netd.http.request import FieldReader, Reject, Request
 from netd.http.responses import STATUS_REASONS, fieldsOf
 
 if TYPE_CHECKING:
@@ -21,18 +23,69 @@ _CONTENT_LENGTH = b"content-length"
 _NO_STORE = ((b"content-type", b"application/json"), (b"cache-control", b"no-store"))
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _ALLOW = (b"allow", b"GET, HEAD")
+_GET = b"GET"
+_HEAD = b"HEAD"
 
 
-class FieldResponder:
+class Body:
+    """
+    A response body still owed on one stream.
+
+    @ivar req: The request it answers.
+    @ivar status: The response status.
+    @ivar data: The bytes, for a body held in memory, else L{None}.
+    @ivar fd: The open file, else L{None}.
+    @ivar offset: The next byte to send (of C{data} or of the file).
+    @ivar remaining: Bytes still to send.
+    @ivar sent: Bytes sent.
+    """
+
+    __slots__ = ("req", "status", "data", "fd", "offset", "remaining", "sent")
+
+    def __init__(
+        self,
+        req: Request,
+        status: int,
+        data: bytes | None,
+        fd: int | None,
+        offset: int,
+        remaining: int,
+    ) -> None:
+        self.req = req
+        self.status = status
+        self.data = data
+        self.fd = fd
+        self.offset = offset
+        self.remaining = remaining
+        self.sent = 0
+
+    def close(self) -> None:
+        """
+        Release the file, if any.
+        """
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class FieldResponder(FieldReader):
     """
     The L{Responder<netd.http.answer.Responder>} methods of a framing that
     sends header fields: each builds the fields after C{:status} and
-    C{date} and calls L{_respond}.
+    C{date} and calls L{_respond}. A L{FieldReader}: L{answerFields} reads
+    a decoded header block with the same limits as HTTP/1.1's.
 
     @ivar factory: The service's shared state.
     """
 
     factory: HTTPFactory
+    _req: Request | None = None
+
+    def peer(self) -> Any:
+        """
+        @return: The client's address (the framing's).
+        """
+        raise NotImplementedError(type(self).__name__ + ".peer")
 
     def _respond(
         self,
@@ -56,6 +109,48 @@ class FieldResponder:
         @param length: Its length (0 for none, as for C{HEAD}).
         """
         raise NotImplementedError(type(self).__name__ + "._respond")
+
+    def answerFields(self, streamId: int, headers: Any, version: str) -> None:
+        """
+        A request's decoded header block: read it into a L{Request} with the
+        limits of L{FieldReader.on_header}, check it, and answer it.
+
+        @param streamId: Its stream.
+        @param headers: The decoded fields, C{(name, value)} bytes pairs,
+            pseudo-header fields included.
+        @param version: C{"2"} or C{"3"}, for the access log.
+        """
+        factory = self.factory
+        req = Request()
+        req.version = version
+        req.streamId = streamId
+        req.started = factory.clock.seconds()
+        self._req = req
+        try:
+            for name, value in headers:
+                if name[:1] == b":":
+                    if name == b":method":
+                        req.method = value
+                    elif name == b":path":
+                        req.url = value
+                    elif name == b":authority":
+                        req.host = value
+                else:
+                    self.on_header(name, value)
+        except Reject as e:
+            req.error = e.status
+        self._req = None
+        if not req.error:
+            if len(req.url) > factory.maxRequestLine:
+                req.error = 414
+            elif req.method != _GET and req.method != _HEAD:
+                req.error = 405
+            elif req.url[:1] != b"/":
+                req.error = 400
+        if req.error:
+            self.sendError(req, req.error)
+        else:
+            answer(factory, req, self)
 
     def sendError(self, req: Request, status: int) -> None:
         """

@@ -76,17 +76,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.http.accesslog import describeHost
-from netd.http.answer import answer
-from netd.http.fieldresponses import FieldResponder
-from netd.http.request import (
-    CLOSING,
-    IDLE,
-    NONE,
-    SEND,
-    FieldReader,
-    Reject,
-    Request,
-)
+from netd.http.fieldresponses import Body, FieldResponder
+from netd.http.request import CLOSING, IDLE, NONE, SEND, Request
 from netd.http.responses import STATUS_REASONS
 
 if TYPE_CHECKING:
@@ -95,55 +86,13 @@ if TYPE_CHECKING:
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CHUNK = 65536
 
-_GET = b"GET"
 _HEAD = b"HEAD"
 _STATUS = b":status"
 _STATUSES = {code: str(code).encode("ascii") for code in STATUS_REASONS}
 
 
-class _Body:
-    """
-    A response body still owed on one stream.
-
-    @ivar req: The request it answers.
-    @ivar status: The response status.
-    @ivar data: The bytes, for a body held in memory, else L{None}.
-    @ivar fd: The open file, else L{None}.
-    @ivar offset: The next byte to send (of C{data} or of the file).
-    @ivar remaining: Bytes still to send.
-    @ivar sent: Bytes sent.
-    """
-
-    __slots__ = ("req", "status", "data", "fd", "offset", "remaining", "sent")
-
-    def __init__(
-        self,
-        req: Request,
-        status: int,
-        data: bytes | None,
-        fd: int | None,
-        offset: int,
-        remaining: int,
-    ) -> None:
-        self.req = req
-        self.status = status
-        self.data = data
-        self.fd = fd
-        self.offset = offset
-        self.remaining = remaining
-        self.sent = 0
-
-    def close(self) -> None:
-        """
-        Release the file, if any.
-        """
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 @implementer(IPushProducer)
-class HTTP2Connection(FieldResponder, FieldReader, Protocol):
+class HTTP2Connection(FieldResponder, Protocol):
     """
     One HTTP/2 connection of an http service.
 
@@ -171,7 +120,7 @@ class HTTP2Connection(FieldResponder, FieldReader, Protocol):
 
     def __init__(self, factory: HTTPFactory) -> None:
         self.factory = factory
-        self._bodies: dict[int, _Body] = {}
+        self._bodies: dict[int, Body] = {}
         self._open: set[int] = set()
         config = H2Configuration(
             client_side=False,
@@ -269,7 +218,6 @@ class HTTP2Connection(FieldResponder, FieldReader, Protocol):
         @param streamId: Its stream.
         @param headers: The decoded fields, C{(name, value)} bytes pairs.
         """
-        factory = self.factory
         if self._goingAway and streamId > self._lastStream:
             self.conn.reset_stream(streamId, ErrorCodes.REFUSED_STREAM)
             return
@@ -278,36 +226,7 @@ class HTTP2Connection(FieldResponder, FieldReader, Protocol):
         if self.deadlineKind == IDLE:
             self.deadline = 0.0
             self.deadlineKind = NONE
-        req = Request()
-        req.version = "2"
-        req.streamId = streamId
-        req.started = factory.clock.seconds()
-        self._req = req
-        try:
-            for name, value in headers:
-                if name[:1] == b":":
-                    if name == b":method":
-                        req.method = value
-                    elif name == b":path":
-                        req.url = value
-                    elif name == b":authority":
-                        req.host = value
-                else:
-                    self.on_header(name, value)
-        except Reject as e:
-            req.error = e.status
-        self._req = None
-        if not req.error:
-            if len(req.url) > factory.maxRequestLine:
-                req.error = 414
-            elif req.method != _GET and req.method != _HEAD:
-                req.error = 405
-            elif req.url[:1] != b"/":
-                req.error = 400
-        if req.error:
-            self.sendError(req, req.error)
-        else:
-            answer(factory, req, self)
+        self.answerFields(streamId, headers, "2")
 
     def _data(self, event: DataReceived) -> None:
         """
@@ -441,7 +360,7 @@ class HTTP2Connection(FieldResponder, FieldReader, Protocol):
                 os.close(fd)
             self._finished(req, status, 0)
             return
-        self._bodies[streamId] = _Body(req, status, data, fd, offset, length)
+        self._bodies[streamId] = Body(req, status, data, fd, offset, length)
 
     # Sending.
 
@@ -508,7 +427,7 @@ class HTTP2Connection(FieldResponder, FieldReader, Protocol):
             self.deadlineKind = NONE
         self._idleIfQuiet()
 
-    def _read(self, body: _Body, size: int) -> bytes | None:
+    def _read(self, body: Body, size: int) -> bytes | None:
         """
         The next bytes of a body.
 
