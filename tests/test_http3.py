@@ -13,7 +13,7 @@ import ssl
 from typing import Any
 
 from aioquic.buffer import Buffer
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
@@ -23,13 +23,19 @@ from attrs import evolve
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from netd.config import ConfigError, parseConfig
 from netd.descriptions import parseListener
 from netd.http.h3 import CHUNK, HTTP3Server
 from netd.limits import Limits
+from netd.listeners import DatagramListenerService
+from netd.services import serviceTypes
 from netd.services.http import buildDatagramProtocol, buildStreamFactory
 from tests.httpsupport import largeContent
 from tests.support import FakeDatagramTransport, makeContext, writeSelfSignedCertificate
+from tests.test_bench import loadBench
 from tests.test_tls import tlsListener
+
+HeadAwareH3Connection = loadBench("h3client").HeadAwareH3Connection
 
 SERVER = ("127.0.0.1", 8443)
 CLIENT = ("127.0.0.1", 50000)
@@ -82,23 +88,6 @@ def h3Service(
     server.doStart()
     testCase.addCleanup(server.doStop)
     return server, clock, files
-
-
-class HeadAwareH3Connection(H3Connection):
-    """
-    aioquic's client side checks a response's C{content-length} against its
-    body even for C{HEAD} (whose response has the length of C{GET}'s and no
-    body), and closes the connection: this test client knows which of its
-    streams asked C{HEAD}.
-    """
-
-    def __init__(self, quic: QuicConnection) -> None:
-        super().__init__(quic)
-        self.headStreams: set[int] = set()
-
-    def _check_content_length(self, stream: Any) -> None:
-        if stream.stream_id not in self.headStreams:
-            super()._check_content_length(stream)
 
 
 class Client:
@@ -589,3 +578,120 @@ class CertificateTests(SynchronousTestCase):
         client = Client(server, clock)
         headers, _ = client.get(b"/small.txt")
         self.assertEqual(headers[b":status"], b"200")
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    HTTP/3 in the configuration: a C{udp:} listener needs an C{ssl:} one;
+    C{Alt-Svc} follows the UDP port and C{alt_svc}.
+    """
+
+    def setUp(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.keyPath, self.certPath = writeSelfSignedCertificate(directory)
+
+    def parse(self, listen: str, extra: str = "") -> Any:
+        """
+        @param listen: The C{listen} array's TOML.
+        @param extra: More service keys.
+        @return: The configuration.
+        """
+        return parseConfig(
+            serviceTypes(),
+            f'[services.web]\ntype = "http"\nlisten = {listen}\n{extra}',
+            "netd.toml",
+        )
+
+    def test_udpNeedsSSL(self) -> None:
+        """
+        An http service with a C{udp:} listener and no C{ssl:} one is a
+        configuration error naming its C{listen} and what to add.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            self.parse('["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"]')
+        (line,) = caught.exception.lines()
+        self.assertIn("services.web.listen", line)
+        self.assertIn("add an ssl: listener", line)
+
+    def test_udpWithSSL(self) -> None:
+        """
+        With an C{ssl:} listener the C{udp:} one is accepted.
+        """
+        tls = tlsListener(self.keyPath, self.certPath)
+        config = self.parse(f'[{tls}, "udp:8443:interface=127.0.0.1"]')
+        (service,) = config.services
+        self.assertEqual(service.serviceType.transports, {"stream", "datagram"})
+
+    def factoryFor(self, listen: str, extra: str = "") -> Any:
+        """
+        @return: The shared factory of a parsed service.
+        """
+        (service,) = self.parse(listen, extra).services
+        context = makeContext("http")
+        context.config = service
+        factory = buildStreamFactory(context)
+        self.assertIs(
+            factory, buildDatagramProtocol(context, service.listeners[1]).factory
+        )
+        return factory
+
+    def test_altSvc(self) -> None:
+        """
+        The service's responses carry C{Alt-Svc: h3=":PORT"} for its UDP
+        port; the TCP and UDP listeners share one factory.
+        """
+        tls = tlsListener(self.keyPath, self.certPath)
+        factory = self.factoryFor(f'[{tls}, "udp:8443:interface=127.0.0.1"]')
+        self.assertIn(b'Alt-Svc: h3=":8443"; ma=86400\r\n', factory.extra)
+        self.assertIn((b"alt-svc", b'h3=":8443"; ma=86400'), factory.extraFields)
+
+    def test_altSvcOff(self) -> None:
+        """
+        C{alt_svc = false}: no C{Alt-Svc}.
+        """
+        tls = tlsListener(self.keyPath, self.certPath)
+        factory = self.factoryFor(
+            f'[{tls}, "udp:8443:interface=127.0.0.1"]', "alt_svc = false\n"
+        )
+        self.assertNotIn(b"Alt-Svc", factory.extra)
+
+    def test_altSvcOwnHeader(self) -> None:
+        """
+        An C{Alt-Svc} among C{headers} wins over netd's.
+        """
+        tls = tlsListener(self.keyPath, self.certPath)
+        factory = self.factoryFor(
+            f'[{tls}, "udp:8443:interface=127.0.0.1"]',
+            'headers = { "Alt-Svc" = "clear" }\n',
+        )
+        self.assertIn(b"Alt-Svc: clear\r\n", factory.extra)
+        self.assertNotIn(b"h3=", factory.extra)
+
+
+class ListenerReloadTests(SynchronousTestCase):
+    """
+    L{DatagramListenerService.reloadCertificate}: what SIGHUP calls for an
+    unchanged service's listeners.
+    """
+
+    def test_http3Listener(self) -> None:
+        """
+        A UDP listener serving HTTP/3 reloads its protocol's certificate.
+        """
+        server, _, _ = h3Service(self)
+        before = server.configuration
+        listener = DatagramListenerService(
+            server.context, parseListener("udp:0"), server  # type: ignore[arg-type]
+        )
+        self.assertTrue(listener.reloadCertificate())
+        self.assertIsNot(server.configuration, before)
+
+    def test_otherListener(self) -> None:
+        """
+        A UDP listener of another protocol has no certificate to reload.
+        """
+        listener = DatagramListenerService(
+            makeContext("echo"), parseListener("udp:0"), object()  # type: ignore[arg-type]
+        )
+        self.assertFalse(listener.reloadCertificate())
