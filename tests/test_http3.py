@@ -695,3 +695,27 @@ class ListenerReloadTests(SynchronousTestCase):
             makeContext("echo"), parseListener("udp:0"), object()  # type: ignore[arg-type]
         )
         self.assertFalse(listener.reloadCertificate())
+
+
+class AioquicCanaryTests(SynchronousTestCase):
+    """
+    The private aioquic API netd's HTTP/3 relies on (pinned: aioquic >=
+    1.7.2, < 2): a connection's streams by ID, and whether a stream's sender
+    has sent what it was given.
+    """
+
+    def test_streamSender(self) -> None:
+        """
+        C{QuicConnection._streams} maps stream IDs to streams whose
+        C{sender.buffer_is_empty} turns false when data is queued and true
+        once it is all sent.
+        """
+        server, clock, _ = h3Service(self)
+        client = Client(server, clock)
+        client.settle()
+        streamId = client.quic.get_next_available_stream_id()
+        client.quic.send_stream_data(streamId, b"x" * 100)
+        stream = client.quic._streams[streamId]
+        self.assertFalse(stream.sender.buffer_is_empty)
+        client.quic.datagrams_to_send(now=clock.seconds())
+        self.assertTrue(stream.sender.buffer_is_empty)

@@ -542,9 +542,9 @@ class HTTP3Connection(FieldResponder):
 
         @return: Whether anything was queued.
         """
-        # Private aioquic API (the stream's sender), see
-        # tests/test_twisted_canary.py: aioquic has no public way to ask
-        # whether a stream has sent what it was given, and without it a
+        # Private aioquic API (the stream's sender; canary:
+        # tests.test_http3.AioquicCanaryTests): aioquic has no public way to
+        # ask whether a stream has sent what it was given, and without it a
         # file would be queued whole.
         streams = self.quic._streams
         queued = False
