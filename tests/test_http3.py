@@ -327,6 +327,31 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(headers[b":status"], b"405")
         self.assertEqual(headers[b"allow"], b"GET, HEAD")
 
+    def test_metricsCounted(self) -> None:
+        """
+        HTTP/3 responses are counted for the metrics endpoint by status
+        class, with their latency, as HTTP/1.1's and HTTP/2's are.
+        """
+        self.client.get(b"/small.txt")
+        self.client.get(b"/missing")
+        stats = self.server.factory.stats
+        self.assertEqual(stats.statusClasses[2], 1)
+        self.assertEqual(stats.statusClasses[4], 1)
+        self.assertEqual(stats.latencies.count, 2)
+
+    def test_headerLimits(self) -> None:
+        """
+        The HTTP/1.1 header-field limits (L{FieldReader
+        <netd.http.request.FieldReader>}) apply to each request: too many
+        fields answer C{431}.
+        """
+        self.server.factory.maxHeaders = 5
+        fields = tuple((b"x-%d" % i, b"v") for i in range(6))
+        headers, _ = self.client.get(b"/small.txt", extra=fields)
+        self.assertEqual(headers[b":status"], b"431")
+        headers, _ = self.client.get(b"/small.txt", extra=fields[:4])
+        self.assertEqual(headers[b":status"], b"200")
+
     def test_pathEscape(self) -> None:
         """
         The same path safety: C{..} does not leave the root.

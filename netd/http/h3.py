@@ -665,7 +665,8 @@ class HTTP3Connection(FieldResponder):
 
     def _finished(self, req: Request, status: int, sent: int) -> None:
         """
-        A response is complete: count and log it; close if draining.
+        A response is complete: count it (for the metrics endpoint too) and
+        log it; close if draining.
 
         @param req: The request.
         @param status: The status sent.
@@ -674,6 +675,7 @@ class HTTP3Connection(FieldResponder):
         self._open.discard(req.streamId)
         factory = self.factory
         factory.requests += 1
+        factory.stats.record(status, factory.clock.seconds() - req.started)
         if factory.accessLog.enabled:
             if self._peer is None:
                 self._peer = self.host
