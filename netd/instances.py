@@ -31,6 +31,7 @@ from netd.drain import Drain, openSessions
 from netd.drops import DropLog
 from netd.metrics import collectSeries
 from netd.listeners import (
+    DatagramListenerService,
     ListenerService,
     ListenError,
     StreamListenerService,
@@ -447,7 +448,9 @@ class InProcessServices(MultiService):
         @param instance: The service.
         """
         for listener in instance.listenerServices():
-            if not isinstance(listener, StreamListenerService):
+            if not isinstance(
+                listener, (StreamListenerService, DatagramListenerService)
+            ):
                 continue
             try:
                 if listener.reloadCertificate():

@@ -588,6 +588,17 @@ class DatagramListenerService(ListenerService):
             self.context.reactor, fd, family, self.protocol, self.listener.maxPacketSize
         )
 
+    def reloadCertificate(self) -> bool:
+        """
+        Re-read the certificate of a protocol that has one (HTTP/3): new
+        connections get it, open ones keep theirs.
+
+        @return: Whether there was a certificate to reload.
+        @raise ValueError: If it cannot be loaded (the old one stays).
+        """
+        reload = getattr(self.protocol, "reloadCertificate", None)
+        return bool(reload()) if reload is not None else False
+
     def _switchTo(self, port: IListeningPort) -> None:
         """
         Deliver datagrams on an adopted port to this listener's protocol.

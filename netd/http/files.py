@@ -151,7 +151,7 @@ class FileEntry:
         L{None} when the file is streamed from disk.
     @ivar checked: When it was last resolved (reactor seconds).
     @ivar fields: L{common} as HTTP/2 header fields, made when first needed
-        (L{netd.http.h2.entryFields}).
+        (L{netd.http.fieldresponses.entryFields}).
     """
 
     path: str | None

@@ -76,18 +76,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netd.http.accesslog import describeHost
-from netd.http.answer import answer
-from netd.http.files import FileEntry
-from netd.http.request import (
-    CLOSING,
-    IDLE,
-    NONE,
-    SEND,
-    FieldReader,
-    Reject,
-    Request,
-)
-from netd.http.responses import STATUS_REASONS, fieldsOf
+from netd.http.fieldresponses import Body, FieldResponder
+from netd.http.request import CLOSING, IDLE, NONE, SEND, Request
+from netd.http.responses import STATUS_REASONS
 
 if TYPE_CHECKING:
     from netd.http.server import HTTPFactory
@@ -95,59 +86,13 @@ if TYPE_CHECKING:
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CHUNK = 65536
 
-_GET = b"GET"
 _HEAD = b"HEAD"
 _STATUS = b":status"
-_CONTENT_LENGTH = b"content-length"
-_NO_STORE = ((b"content-type", b"application/json"), (b"cache-control", b"no-store"))
-_TEXT = (b"content-type", b"text/plain; charset=utf-8")
-_ALLOW = (b"allow", b"GET, HEAD")
 _STATUSES = {code: str(code).encode("ascii") for code in STATUS_REASONS}
 
 
-class _Body:
-    """
-    A response body still owed on one stream.
-
-    @ivar req: The request it answers.
-    @ivar status: The response status.
-    @ivar data: The bytes, for a body held in memory, else L{None}.
-    @ivar fd: The open file, else L{None}.
-    @ivar offset: The next byte to send (of C{data} or of the file).
-    @ivar remaining: Bytes still to send.
-    @ivar sent: Bytes sent.
-    """
-
-    __slots__ = ("req", "status", "data", "fd", "offset", "remaining", "sent")
-
-    def __init__(
-        self,
-        req: Request,
-        status: int,
-        data: bytes | None,
-        fd: int | None,
-        offset: int,
-        remaining: int,
-    ) -> None:
-        self.req = req
-        self.status = status
-        self.data = data
-        self.fd = fd
-        self.offset = offset
-        self.remaining = remaining
-        self.sent = 0
-
-    def close(self) -> None:
-        """
-        Release the file, if any.
-        """
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 @implementer(IPushProducer)
-class HTTP2Connection(FieldReader, Protocol):
+class HTTP2Connection(FieldResponder, Protocol):
     """
     One HTTP/2 connection of an http service.
 
@@ -175,7 +120,7 @@ class HTTP2Connection(FieldReader, Protocol):
 
     def __init__(self, factory: HTTPFactory) -> None:
         self.factory = factory
-        self._bodies: dict[int, _Body] = {}
+        self._bodies: dict[int, Body] = {}
         self._open: set[int] = set()
         config = H2Configuration(
             client_side=False,
@@ -273,7 +218,6 @@ class HTTP2Connection(FieldReader, Protocol):
         @param streamId: Its stream.
         @param headers: The decoded fields, C{(name, value)} bytes pairs.
         """
-        factory = self.factory
         if self._goingAway and streamId > self._lastStream:
             self.conn.reset_stream(streamId, ErrorCodes.REFUSED_STREAM)
             return
@@ -282,36 +226,7 @@ class HTTP2Connection(FieldReader, Protocol):
         if self.deadlineKind == IDLE:
             self.deadline = 0.0
             self.deadlineKind = NONE
-        req = Request()
-        req.version = "2"
-        req.streamId = streamId
-        req.started = factory.clock.seconds()
-        self._req = req
-        try:
-            for name, value in headers:
-                if name[:1] == b":":
-                    if name == b":method":
-                        req.method = value
-                    elif name == b":path":
-                        req.url = value
-                    elif name == b":authority":
-                        req.host = value
-                else:
-                    self.on_header(name, value)
-        except Reject as e:
-            req.error = e.status
-        self._req = None
-        if not req.error:
-            if len(req.url) > factory.maxRequestLine:
-                req.error = 414
-            elif req.method != _GET and req.method != _HEAD:
-                req.error = 405
-            elif req.url[:1] != b"/":
-                req.error = 400
-        if req.error:
-            self.sendError(req, req.error)
-        else:
-            answer(factory, req, self)
+        self.answerFields(streamId, headers, "2")
 
     def _data(self, event: DataReceived) -> None:
         """
@@ -445,109 +360,7 @@ class HTTP2Connection(FieldReader, Protocol):
                 os.close(fd)
             self._finished(req, status, 0)
             return
-        self._bodies[streamId] = _Body(req, status, data, fd, offset, length)
-
-    def sendError(self, req: Request, status: int) -> None:
-        """
-        Answer an error status with its one-line body.
-
-        @param req: The request.
-        @param status: The status.
-        """
-        body = b"%d %s\n" % (status, STATUS_REASONS[status].encode("ascii"))
-        fields = list(self.factory.extraFields)
-        fields.append(_TEXT)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        if status == 405:
-            fields.append(_ALLOW)
-        self._respond(req, status, fields, body, length=len(body))
-
-    def sendUnsatisfiable(self, req: Request, entry: FileEntry) -> None:
-        """
-        Answer C{416} with the size of the file.
-
-        @param req: The request.
-        @param entry: The file.
-        """
-        body = b"416 %s\n" % STATUS_REASONS[416].encode("ascii")
-        fields = list(self.factory.extraFields)
-        fields.append(_TEXT)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        fields.append((b"content-range", b"bytes */%d" % entry.size))
-        self._respond(req, 416, fields, body, length=len(body))
-
-    def sendRedirect(self, req: Request, location: bytes) -> None:
-        """
-        Answer C{301}.
-
-        @param req: The request.
-        @param location: Where to.
-        """
-        body = b"301 Moved Permanently\n"
-        fields = list(self.factory.extraFields)
-        fields.append((b"location", location))
-        fields.append(_TEXT)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        self._respond(req, 301, fields, body, length=len(body))
-
-    def sendStatusPage(self, req: Request, body: bytes) -> None:
-        """
-        Answer the status endpoint with its JSON.
-
-        @param req: The request.
-        @param body: The JSON.
-        """
-        fields = list(self.factory.extraFields)
-        fields.extend(_NO_STORE)
-        fields.append((_CONTENT_LENGTH, b"%d" % len(body)))
-        self._respond(req, 200, fields, body, length=len(body))
-
-    def sendNotModified(self, req: Request, entry: FileEntry) -> None:
-        """
-        Answer C{304} with the file's validators.
-
-        @param req: The request.
-        @param entry: The file.
-        """
-        fields = list(entryFields(entry))
-        fields.append((_CONTENT_LENGTH, b"%d" % entry.size))
-        self._respond(req, 304, fields, None)
-
-    def sendFile(
-        self,
-        req: Request,
-        entry: FileEntry,
-        status: int,
-        start: int,
-        length: int,
-        body: bytes | None,
-        fd: int | None,
-    ) -> None:
-        """
-        Answer C{200} or C{206}; the body goes out as the windows allow.
-
-        @param req: The request.
-        @param entry: The file.
-        @param status: C{200} or C{206}.
-        @param start: The first byte.
-        @param length: How many bytes.
-        @param body: The bytes (C{b""} for none), or L{None} to stream from
-            C{fd}.
-        @param fd: The open file, or L{None}.
-        """
-        fields = list(entryFields(entry))
-        fields.append((_CONTENT_LENGTH, b"%d" % length))
-        if status == 206:
-            fields.append(
-                (
-                    b"content-range",
-                    b"bytes %d-%d/%d" % (start, start + length - 1, entry.size),
-                )
-            )
-        if body is not None:
-            self._respond(req, status, fields, body, length=len(body))
-        else:
-            self._respond(req, status, fields, None, fd, start, length)
+        self._bodies[streamId] = Body(req, status, data, fd, offset, length)
 
     # Sending.
 
@@ -614,7 +427,7 @@ class HTTP2Connection(FieldReader, Protocol):
             self.deadlineKind = NONE
         self._idleIfQuiet()
 
-    def _read(self, body: _Body, size: int) -> bytes | None:
+    def _read(self, body: Body, size: int) -> bytes | None:
         """
         The next bytes of a body.
 
@@ -822,18 +635,3 @@ class HTTP2Connection(FieldReader, Protocol):
         for body in self._bodies.values():
             body.close()
         self._bodies.clear()
-
-
-def entryFields(entry: FileEntry) -> tuple[tuple[bytes, bytes], ...]:
-    """
-    The HTTP/2 header fields of a file's responses (except
-    C{content-length}), from its pre-built HTTP/1.1 lines, made once per
-    entry.
-
-    @param entry: The file.
-    @return: The fields.
-    """
-    fields = entry.fields
-    if fields is None:
-        fields = entry.fields = fieldsOf(entry.common)
-    return fields

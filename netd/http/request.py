@@ -112,8 +112,9 @@ class FieldReader:
     Reads request header fields into the request being read, with the
     limits of the http service's settings: C{on_header}, the callback
     llhttp calls on L{HTTPConnection<netd.http.protocol.HTTPConnection>}
-    for each field, which L{HTTP2Connection<netd.http.h2.HTTP2Connection>}
-    calls for each field of a decoded header block. A base class rather
+    for each field, which L{FieldResponder.answerFields
+    <netd.http.fieldresponses.FieldResponder.answerFields>} calls for each
+    field of a decoded header block (HTTP/2 and HTTP/3). A base class rather
     than a function both call: the HTTP/1.1 hot path then pays no call more
     per field than before HTTP/2 shared it.
 

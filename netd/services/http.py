@@ -12,11 +12,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import weakref
 from collections.abc import Mapping
 from typing import Any
+from weakref import WeakKeyDictionary
+
+from attrs import evolve
 
 from netd.counters import Series, series
+from netd.descriptions import DatagramListener, StreamListener
+from netd.http.h3 import HTTP3Server
 from netd.http.server import HTTPConfig, HTTPFactory
 from netd.probe import ProbeFailed, ProbeTarget, streamOnly, why
 from netd.servicetype import ServiceContext, ServiceType
@@ -379,6 +383,20 @@ SETTINGS = (
         "HTTP/2 PING, SETTINGS and PRIORITY frames a client may send per second"
         " before it is cut",
     ),
+    Setting(
+        "alt_svc",
+        True,
+        boolean,
+        "advertise HTTP/3 (Alt-Svc: h3) on responses when the service has a"
+        " udp: listener",
+    ),
+    Setting(
+        "http3_retry_threshold",
+        64,
+        integer(0, 1_000_000),
+        "QUIC handshakes in progress from which new HTTP/3 clients must first"
+        " echo a Retry token (address validation; 0: always)",
+    ),
     Setting("chat", None, serviceName, "a service whose web front end is mounted"),
     Setting(
         "chat_path",
@@ -417,6 +435,12 @@ _FIELDS = {
     "chat": "chat",
     "chat_path": "chatPath",
 }
+# Settings that are not the HTTP framings' (read by the builders below).
+_NOT_CONFIG = ("alt_svc", "http3_retry_threshold")
+
+# The one HTTPFactory of each service instance, shared by its stream and
+# datagram listeners (one document root cache, one access log).
+_FACTORIES: WeakKeyDictionary[ServiceContext, HTTPFactory] = WeakKeyDictionary()
 
 
 def httpConfig(settings: Mapping[str, Any]) -> HTTPConfig:
@@ -426,7 +450,13 @@ def httpConfig(settings: Mapping[str, Any]) -> HTTPConfig:
     @param settings: The service's settings (L{SETTINGS} keys).
     @return: The configuration.
     """
-    return HTTPConfig(**{_FIELDS[key]: value for key, value in settings.items()})
+    return HTTPConfig(
+        **{
+            _FIELDS[key]: value
+            for key, value in settings.items()
+            if key not in _NOT_CONFIG
+        }
+    )
 
 
 def alpnProtocols(settings: Mapping[str, Any]) -> tuple[bytes, ...]:
@@ -480,9 +510,35 @@ def checkConfig(service: Any, services: Mapping[str, Any]) -> list[Problem]:
     @param services: Every enabled service, by name.
     @return: The problems found.
     """
+    problems = []
+    if any(
+        isinstance(each, DatagramListener) for each in service.listeners
+    ) and not any(
+        isinstance(each, StreamListener) and each.kind == "ssl"
+        for each in service.listeners
+    ):
+        problems.append(
+            Problem(
+                f"services.{service.name}.listen",
+                "a udp: listener serves HTTP/3, which needs a certificate: add an"
+                " ssl: listener (its privateKey and certKey are used for QUIC too)",
+            )
+        )
     name = service.settings.get("chat")
     if name is None:
-        return []
+        return problems
+    return problems + _checkChat(service, services, name)
+
+
+def _checkChat(service: Any, services: Mapping[str, Any], name: str) -> list[Problem]:
+    """
+    C{chat} must name an enabled service whose type has a web front end.
+
+    @param service: This service's configuration.
+    @param services: Every enabled service, by name.
+    @param name: The service C{chat} names.
+    @return: The problems found.
+    """
     path = f"services.{service.name}.chat"
     other = services.get(name)
     if other is None:
@@ -508,9 +564,41 @@ def checkConfig(service: Any, services: Mapping[str, Any]) -> list[Problem]:
     return []
 
 
-_factories: weakref.WeakKeyDictionary[ServiceContext, HTTPFactory] = (
-    weakref.WeakKeyDictionary()
-)
+def altSvc(context: ServiceContext) -> str | None:
+    """
+    The C{Alt-Svc} value that points browsers at a service's HTTP/3.
+
+    @param context: The service instance.
+    @return: C{h3=":PORT"; ma=86400} for its first C{udp:} listener on a
+        fixed port, or L{None} (no such listener, C{alt_svc = false}, or an
+        C{Alt-Svc} of its own among C{headers}).
+    """
+    settings = context.settings
+    if not settings.get("alt_svc", True):
+        return None
+    if any(name.lower() == "alt-svc" for name, _ in settings.get("headers", ())):
+        return None
+    for listener in context.config.listeners:
+        if isinstance(listener, DatagramListener) and listener.port:
+            return f'h3=":{listener.port}"; ma=86400'
+    return None
+
+
+def sharedFactory(context: ServiceContext) -> HTTPFactory:
+    """
+    The one L{HTTPFactory} of a service instance (built on first use).
+
+    @param context: The service instance.
+    @return: The factory its stream and datagram listeners share.
+    """
+    factory = _FACTORIES.get(context)
+    if factory is None:
+        config = httpConfig(context.settings)
+        advertised = altSvc(context)
+        if advertised is not None:
+            config = evolve(config, headers=config.headers + (("Alt-Svc", advertised),))
+        factory = _FACTORIES[context] = HTTPFactory(context, config)
+    return factory
 
 
 def buildStreamFactory(context: ServiceContext) -> HTTPFactory:
@@ -518,8 +606,31 @@ def buildStreamFactory(context: ServiceContext) -> HTTPFactory:
     @param context: The service instance.
     @return: The factory of its connections.
     """
-    factory = _factories[context] = HTTPFactory(context, httpConfig(context.settings))
-    return factory
+    return sharedFactory(context)
+
+
+def buildDatagramProtocol(
+    context: ServiceContext, listener: DatagramListener
+) -> HTTP3Server:
+    """
+    HTTP/3 on a C{udp:} listener, with the certificate of the service's
+    first C{ssl:} listener (L{checkConfig} makes sure there is one).
+
+    @param context: The service instance.
+    @param listener: The listener.
+    @return: Its protocol.
+    """
+    certificate = next(
+        each.description
+        for each in context.config.listeners
+        if isinstance(each, StreamListener) and each.kind == "ssl"
+    )
+    return HTTP3Server(
+        context,
+        sharedFactory(context),
+        certificate,
+        context.settings.get("http3_retry_threshold", 64),
+    )
 
 
 _STATUS_CLASSES = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
@@ -533,7 +644,7 @@ def metrics(context: ServiceContext) -> list[Series]:
     @param context: The service instance.
     @return: The series (none before its factory is built).
     """
-    factory = _factories.get(context)
+    factory = _FACTORIES.get(context)
     if factory is None:
         return []
     stats = factory.stats
@@ -642,9 +753,11 @@ def http2Probe(skt: Any) -> str:
 
 http = ServiceType(
     name="http",
-    description="a fast, hardened static-file web server (HTTP/1.1; HTTPS and HTTP/2 on ssl: listeners)",
+    description="a fast, hardened static-file web server (HTTP/1.1; HTTPS and"
+    " HTTP/2 on ssl: listeners; HTTP/3 on udp: listeners)",
     settings=SETTINGS,
     buildStreamFactory=buildStreamFactory,
+    buildDatagramProtocol=buildDatagramProtocol,
     checkConfig=checkConfig,
     alpnProtocols=(b"h2", b"http/1.1"),
     alpn=alpnProtocols,
