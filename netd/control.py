@@ -21,6 +21,7 @@ reactor for C{stop}, which then drains sessions as SIGTERM does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -252,10 +253,8 @@ class ControlService(Service):
         d = defer.maybeDeferred(port.stopListening)
 
         def removed(result: Any) -> Any:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
             return result
 
         return d.addBoth(removed)
@@ -396,10 +395,8 @@ def _stopReactor(reactor: Any) -> None:
     """
     from twisted.internet.error import ReactorNotRunning
 
-    try:
+    with contextlib.suppress(ReactorNotRunning):
         reactor.stop()
-    except ReactorNotRunning:
-        pass
 
 
 def answers(path: str) -> bool:

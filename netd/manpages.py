@@ -261,11 +261,11 @@ def stale() -> list[str]:
     for name, content in expected().items():
         try:
             with open(os.path.join(DATA, name), "rb") as f:
-                if f.read() == content:
-                    continue
+                current: bytes | None = f.read()
         except OSError:
-            pass
-        names.append(name)
+            current = None
+        if current != content:
+            names.append(name)
     return names
 
 

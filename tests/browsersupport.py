@@ -8,6 +8,7 @@ L{tests.test_chat_redis_e2e}.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -95,11 +96,9 @@ class WebDriver:
         try:
             deadline = time.monotonic() + 20
             while True:
-                try:
+                with contextlib.suppress(OSError, urllib.error.URLError):
                     if self.call("GET", "/status")["ready"]:
                         break
-                except (OSError, urllib.error.URLError):
-                    pass
                 if time.monotonic() > deadline:
                     raise RuntimeError("chromedriver did not start")
                 time.sleep(0.1)
@@ -207,10 +206,8 @@ class WebDriver:
         """
         End the session and stop chromedriver (only that process, by PID).
         """
-        try:
+        with contextlib.suppress(OSError, RuntimeError, urllib.error.URLError):
             self.call("DELETE", f"/session/{self.session}")
-        except (OSError, RuntimeError, urllib.error.URLError):
-            pass
         self.stopDriver()
 
     def stopDriver(self) -> None:

@@ -435,7 +435,9 @@ class FakeSpawner:
         self.stopped = False
 
     def start(self) -> None:
-        pass
+        """
+        Nothing to start: the test plays the spawner's side.
+        """
 
     def spawn(self, stdio: int, stderr: int, env: Any) -> defer.Deferred[int]:
         d: defer.Deferred[int] = defer.Deferred()

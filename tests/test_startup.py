@@ -7,6 +7,7 @@ of the log.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -91,10 +92,8 @@ class StatusPipeTests(SynchronousTestCase):
 
     def _close(self) -> None:
         for fd in (self.read, self.write):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def start(self, failure: BaseException, report: StartupReport) -> FakeRunner:
         """

@@ -958,7 +958,12 @@ class RedisHub:
         self._schedule()
 
     def _commandsLost(self) -> None:
-        pass
+        """
+        The command connection is gone: nothing to undo here. What was
+        published stays in the outbox and is sent again once it is back
+        (L{_commandsReady}); local members keep getting their messages
+        after C{hub_max_delay} meanwhile.
+        """
 
     def _subscribe(self, state: _Room) -> None:
         protocol = self.commands.protocol

@@ -51,6 +51,8 @@ B{Limits} (each tested in C{tests.test_http2}):
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -240,13 +242,12 @@ class HTTP2Connection(FieldResponder, Protocol):
         """
         streamId = event.stream_id
         length = event.flow_controlled_length
-        try:
+        # A stream the client reset meanwhile has nothing left to answer.
+        with contextlib.suppress(StreamClosedError):
             if length:
                 self.conn.acknowledge_received_data(length, streamId)
             if streamId not in self._open and not event.stream_ended:
                 self.conn.reset_stream(streamId, ErrorCodes.NO_ERROR)
-        except StreamClosedError:
-            pass
 
     def _reset(self, streamId: int, remote: bool) -> None:
         """

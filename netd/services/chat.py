@@ -214,8 +214,7 @@ def readableFile(value: Any) -> str:
         raise ValueError(f"expected a string, got {describe(value)}")
     if value:
         try:
-            with open(value, "rb"):
-                pass
+            open(value, "rb").close()
         except OSError as e:
             raise ValueError(f"cannot read {value}: {e.strerror}") from None
     return value

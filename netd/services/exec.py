@@ -31,6 +31,7 @@ ten seconds, logged once (L{ExecSupervisor.throttled}).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -653,10 +654,8 @@ class ExecProtocol(Protocol):
         @param reason: Words.
         """
         previous = getattr(self.transport, "closeReason", None)
-        try:
+        with contextlib.suppress(AttributeError):
             self.transport.closeReason = f"{previous}; {reason}" if previous else reason
-        except AttributeError:
-            pass
 
     def _started(self, child: Child) -> None:
         self.child = child
@@ -869,10 +868,8 @@ class ExecDatagram(ServiceDatagramProtocol):
         """
         Read and forget the waiting datagram.
         """
-        try:
+        with contextlib.suppress(OSError):
             self.transport.socket.recv(65536)  # type: ignore[attr-defined]
-        except OSError:
-            pass
 
     def readable(self) -> None:
         """

@@ -11,6 +11,7 @@ own small L{IReadDescriptor} on the reactor and sends with C{sendmsg}
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -135,10 +136,8 @@ class Spawner:
         if self._sock is None:
             return
         message = json.dumps({"op": "kill", "pid": pid, "signal": int(number)})
-        try:
+        with contextlib.suppress(OSError):
             self._sock.send(message.encode("ascii"))
-        except OSError:
-            pass
 
     def fileno(self) -> int:
         """

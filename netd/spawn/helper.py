@@ -23,6 +23,7 @@ spawner sends SIGTERM to the children left and exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -176,10 +177,8 @@ def runChild(
             step = f"switch to uid {program.uid}"
             becomeAccount(program)
         for number in range(1, signal.NSIG):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 signal.signal(number, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         step = f"execute {program.argv[0]}"
         os.execve(program.argv[0], list(program.argv), env)
@@ -311,10 +310,8 @@ class Helper:
         try:
             os.killpg(pid, number)
         except OSError:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, number)
-            except OSError:
-                pass
 
     def reap(self, pid: int) -> None:
         """
@@ -380,10 +377,8 @@ class Helper:
         netd is gone: the children left get SIGTERM.
         """
         for pid in self.children:
-            try:
+            with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGTERM)
-            except OSError:
-                pass
 
 
 def serve(sock: socket.socket, program: Program) -> NoReturn:
@@ -400,10 +395,8 @@ def serve(sock: socket.socket, program: Program) -> NoReturn:
         # Whatever netd inherited or set goes (posix_spawn resets only the
         # signals Python calls valid; glibc's own two are reset here).
         for number in range(1, signal.NSIG):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 signal.signal(number, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(number, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
