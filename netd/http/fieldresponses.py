@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+
 from netd.http.answer import answer
 from netd.http.files import FileEntry
 from netd.http.request import FieldReader, Reject, Request
@@ -80,6 +82,46 @@ class FieldResponder(FieldReader):
 
     factory: HTTPFactory
     _req: Request | None = None
+    _open: set[int]
+    _log = Logger()
+    # The framing's name, for the log.
+    framing = "HTTP"
+
+    def _read(self, body: Body, size: int) -> bytes | None:
+        """
+        The next bytes of a body.
+
+        @param body: The body.
+        @param size: How many.
+        @return: The bytes, or L{None} if the file shrank (the stream is then
+            reset: the promised length cannot be sent).
+        """
+        if body.data is not None:
+            return body.data[body.offset : body.offset + size]
+        assert body.fd is not None
+        try:
+            data = os.pread(body.fd, size, body.offset)
+        except OSError:
+            data = b""
+        if data:
+            return data
+        self._log.warn(
+            "{service}: a file shrank while being sent; {framing} stream reset",
+            service=self.factory.name,
+            framing=self.framing,
+        )
+        body.close()
+        self._open.discard(body.req.streamId)
+        self._resetStream(body.req.streamId)
+        return None
+
+    def _resetStream(self, streamId: int) -> None:
+        """
+        Reset a stream whose response cannot be completed (the framing's).
+
+        @param streamId: The stream.
+        """
+        raise NotImplementedError(type(self).__name__ + "._resetStream")
 
     def peer(self) -> Any:
         """

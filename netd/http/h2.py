@@ -104,6 +104,7 @@ class HTTP2Connection(FieldResponder, Protocol):
     """
 
     _log = Logger()
+    framing = "HTTP/2"
     transport: Any
 
     deadline = 0.0
@@ -428,32 +429,13 @@ class HTTP2Connection(FieldResponder, Protocol):
             self.deadlineKind = NONE
         self._idleIfQuiet()
 
-    def _read(self, body: Body, size: int) -> bytes | None:
+    def _resetStream(self, streamId: int) -> None:
         """
-        The next bytes of a body.
+        Reset a stream whose response cannot be completed.
 
-        @param body: The body.
-        @param size: How many.
-        @return: The bytes, or L{None} if the file shrank (the stream is then
-            reset: the promised length cannot be sent).
+        @param streamId: The stream.
         """
-        if body.data is not None:
-            return body.data[body.offset : body.offset + size]
-        assert body.fd is not None
-        try:
-            data = os.pread(body.fd, size, body.offset)
-        except OSError:
-            data = b""
-        if data:
-            return data
-        self._log.warn(
-            "{service}: a file shrank while being sent; HTTP/2 stream reset",
-            service=self.factory.name,
-        )
-        body.close()
-        self._open.discard(body.req.streamId)
-        self.conn.reset_stream(body.req.streamId, ErrorCodes.INTERNAL_ERROR)
-        return None
+        self.conn.reset_stream(streamId, ErrorCodes.INTERNAL_ERROR)
 
     def _flush(self) -> None:
         """

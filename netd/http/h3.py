@@ -355,6 +355,7 @@ class HTTP3Connection(FieldResponder):
     """
 
     _log = Logger()
+    framing = "HTTP/3"
     deadline = 0.0
     deadlineKind = NONE
     _closed = False
@@ -573,32 +574,13 @@ class HTTP3Connection(FieldResponder):
                 self._finished(body.req, body.status, body.sent)
         return queued
 
-    def _read(self, body: Body, size: int) -> bytes | None:
+    def _resetStream(self, streamId: int) -> None:
         """
-        The next bytes of a body.
+        Reset a stream whose response cannot be completed.
 
-        @param body: The body.
-        @param size: How many.
-        @return: The bytes, or L{None} if the file shrank (the stream is then
-            reset: the promised length cannot be sent).
+        @param streamId: The stream.
         """
-        if body.data is not None:
-            return body.data[body.offset : body.offset + size]
-        assert body.fd is not None
-        try:
-            data = os.pread(body.fd, size, body.offset)
-        except OSError:
-            data = b""
-        if data:
-            return data
-        self._log.warn(
-            "{service}: a file shrank while being sent; HTTP/3 stream reset",
-            service=self.factory.name,
-        )
-        body.close()
-        self._open.discard(body.req.streamId)
-        self.quic.reset_stream(body.req.streamId, ErrorCode.H3_INTERNAL_ERROR)
-        return None
+        self.quic.reset_stream(streamId, ErrorCode.H3_INTERNAL_ERROR)
 
     def _transmit(self) -> None:
         """
