@@ -6,14 +6,16 @@ wheel ships no example client).
 
     python bench/h3client.py --port 8443 [--host 127.0.0.1]
         [--connections 1] [--requests 1] [--method GET] [--timeout 30]
-        PATH [PATH ...]
+        [--progress] PATH [PATH ...]
 
 Opens C{--connections} QUIC connections (certificate not verified: the
 tests' certificates are self-signed), each sends C{--requests} requests,
 one at a time, cycling through the paths. Prints one JSON object: per path
 the status, length and sha256 of the last body received, the counts of
-requests and failures, the elapsed time and the latency of each request
-(seconds).
+requests and failures, the elapsed time, the latency of each request
+(seconds) and the C{GOAWAY}s received (the first stream ID each named).
+With C{--progress}, writes C{receiving} to standard error once the first
+body bytes arrive (a test can then stop netd mid-download).
 """
 
 from __future__ import annotations
@@ -29,37 +31,84 @@ from typing import Any
 
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3_ALPN, H3Connection
-from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.buffer import Buffer, BufferReadError
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import QuicEvent
+from aioquic.quic.events import QuicEvent, StreamDataReceived
 
 
-class HeadAwareH3Connection(H3Connection):
+class ClientH3Connection(H3Connection):
     """
-    aioquic's client side checks a response's C{content-length} against its
-    body even for C{HEAD} (whose response has the length of C{GET}'s and no
-    body), and closes the connection: this one knows which of its streams
-    asked C{HEAD} (C{headStreams}).
+    aioquic's HTTP/3 client side, with two additions:
+        - it checks a response's C{content-length} against its body even for
+          C{HEAD} (whose response has the length of C{GET}'s and no body),
+          and closes the connection: this one knows which of its streams
+          asked C{HEAD} (C{headStreams});
+        - it skips C{GOAWAY} unread: this one reads the server's control
+          stream beside it and records the stream ID each C{GOAWAY} names
+          (C{goaways}).
     """
 
     def __init__(self, quic: Any) -> None:
         super().__init__(quic)
         self.headStreams: set[int] = set()
+        self.goaways: list[int] = []
+        self._uni: dict[int, bytearray] = {}
 
     def _check_content_length(self, stream: Any) -> None:
         if stream.stream_id not in self.headStreams:
             super()._check_content_length(stream)
 
+    def handle_event(self, event: QuicEvent) -> list[H3Event]:
+        if isinstance(event, StreamDataReceived) and event.stream_id % 4 == 3:
+            self._controlData(event.stream_id, event.data)
+        return super().handle_event(event)
+
+    def _controlData(self, streamId: int, data: bytes) -> None:
+        """
+        Read the frames of the server's control stream (the server-initiated
+        unidirectional stream whose type, its first byte, is 0) for
+        C{GOAWAY}.
+        """
+        pending = self._uni.setdefault(streamId, bytearray())
+        pending += data
+        if not pending:
+            return
+        if pending[0] != 0:
+            # Another kind of stream (QPACK's): not read.
+            self._uni[streamId] = bytearray(b"\xff")
+            return
+        buf = Buffer(data=bytes(pending))
+        buf.seek(1)
+        whole = 1
+        while not buf.eof():
+            try:
+                frameType = buf.pull_uint_var()
+                payload = buf.pull_bytes(buf.pull_uint_var())
+            except BufferReadError:
+                break
+            if frameType == FrameType.GOAWAY:
+                self.goaways.append(Buffer(data=payload).pull_uint_var())
+            whole = buf.tell()
+        # Keep the stream type and what is not yet a whole frame.
+        del pending[1:whole]
+
 
 class H3Client(QuicConnectionProtocol):
     """
     One HTTP/3 connection: L{get} sends a request and waits for its end.
+
+    @cvar progress: Whether to announce the first body bytes (C{--progress}).
+    @cvar announced: Whether they were announced (by any connection).
     """
+
+    progress = False
+    announced = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.h3 = HeadAwareH3Connection(self._quic)
+        self.h3 = ClientH3Connection(self._quic)
         self.waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self.status: dict[int, int] = {}
         self.bodies: dict[int, bytearray] = {}
@@ -80,6 +129,10 @@ class H3Client(QuicConnectionProtocol):
                 self.bodies.setdefault(h3Event.stream_id, bytearray()).extend(
                     h3Event.data
                 )
+                if H3Client.progress and h3Event.data and not H3Client.announced:
+                    H3Client.announced = True
+                    sys.stderr.write("receiving\n")
+                    sys.stderr.flush()
             else:
                 continue
             if h3Event.stream_ended:
@@ -129,7 +182,9 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     )
     results: dict[str, Any] = {}
     latencies: list[float] = []
+    goaways: list[int] = []
     failures = 0
+    H3Client.progress = options.progress
     authority = f"{options.host}:{options.port}"
 
     async def one(index: int) -> None:
@@ -155,6 +210,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
                     "length": len(body),
                     "sha256": hashlib.sha256(body).hexdigest(),
                 }
+            goaways.extend(client.h3.goaways)
 
     started = time.perf_counter()
     await asyncio.wait_for(
@@ -167,6 +223,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
         "failures": failures,
         "elapsed": time.perf_counter() - started,
         "latencies": latencies,
+        "goaways": goaways,
     }
 
 
@@ -182,6 +239,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=1)
     parser.add_argument("--method", default="GET", choices=("GET", "HEAD"))
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--progress", action="store_true")
     parser.add_argument("paths", nargs="+")
     options = parser.parse_args(argv)
     report = asyncio.run(run(options))

@@ -148,12 +148,19 @@ class ServiceInstance(MultiService):
 
     def sessionFactories(self) -> list[Any]:
         """
-        @return: The L{SessionFactory} of each stream listener: their
-            C{protocols} are the open sessions.
+        @return: What holds the open sessions, in its C{protocols}: the
+            L{SessionFactory} of each stream listener, and each datagram
+            protocol with connections of its own (HTTP/3's L{HTTP3Server<netd.http.h3.HTTP3Server>}).
         """
-        return [
-            child.factory for child in self if isinstance(child, StreamListenerService)
-        ]
+        holders: list[Any] = []
+        for child in self:
+            if isinstance(child, StreamListenerService):
+                holders.append(child.factory)
+            elif isinstance(child, DatagramListenerService) and hasattr(
+                child.protocol, "protocols"
+            ):
+                holders.append(child.protocol)
+        return holders
 
     def logCounters(self) -> None:
         """

@@ -599,16 +599,36 @@ class DatagramListenerService(ListenerService):
         reload = getattr(self.protocol, "reloadCertificate", None)
         return bool(reload()) if reload is not None else False
 
+    def stopService(self) -> defer.Deferred[None] | None:
+        """
+        Stop listening; a protocol with connections of its own (HTTP/3's
+        C{drainConnections}) first lets them finish, on the open socket.
+
+        @return: A L{Deferred} that fires when the port is closed.
+        """
+        drain = getattr(self.protocol, "drainConnections", None)
+        if drain is None or self.port is None:
+            return super().stopService()
+        drained: defer.Deferred[None] = drain()
+        return drained.addCallback(lambda _: ListenerService.stopService(self))
+
     def _switchTo(self, port: IListeningPort) -> None:
         """
-        Deliver datagrams on an adopted port to this listener's protocol.
+        Deliver datagrams on an adopted port to this listener's protocol. A
+        protocol that can inherit the old one's connections (HTTP/3's
+        C{inheritConnections}) does, so they drain instead of being cut.
 
         @param port: The port.
         """
         # Every datagram port netd binds or adopts is a UDPPort; its protocol
         # and packet size are udp.Port's attributes, not the interface's.
         datagramPort = cast(udp.Port, port)
-        datagramPort.protocol.doStop()
+        previous = datagramPort.protocol
+        inherit = getattr(self.protocol, "inheritConnections", None)
+        if inherit is not None and type(previous) is type(self.protocol):
+            inherit(previous)
+        else:
+            previous.doStop()
         datagramPort.protocol = self.protocol
         datagramPort.maxPacketSize = self.listener.maxPacketSize
         self.protocol.makeConnection(datagramPort)

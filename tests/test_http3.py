@@ -13,11 +13,11 @@ import ssl
 from typing import Any
 
 from aioquic.buffer import Buffer
-from aioquic.h3.connection import H3_ALPN
+from aioquic.h3.connection import H3_ALPN, ErrorCode
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
-from aioquic.quic.events import ConnectionTerminated
+from aioquic.quic.events import ConnectionTerminated, StreamReset
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from attrs import evolve
 from twisted.internet.task import Clock
@@ -35,7 +35,7 @@ from tests.support import FakeDatagramTransport, makeContext, writeSelfSignedCer
 from tests.test_bench import loadBench
 from tests.test_tls import tlsListener
 
-HeadAwareH3Connection = loadBench("h3client").HeadAwareH3Connection
+ClientH3Connection = loadBench("h3client").ClientH3Connection
 
 SERVER = ("127.0.0.1", 8443)
 CLIENT = ("127.0.0.1", 50000)
@@ -112,10 +112,11 @@ class Client:
             verify_mode=ssl.CERT_NONE,
         )
         self.quic = QuicConnection(configuration=configuration)
-        self.h3 = HeadAwareH3Connection(self.quic)
+        self.h3 = ClientH3Connection(self.quic)
         self.headers: dict[int, dict[bytes, bytes]] = {}
         self.bodies: dict[int, bytearray] = {}
         self.ended: set[int] = set()
+        self.resets: dict[int, int] = {}
         self.terminated: ConnectionTerminated | None = None
         self.sentToServer = 0
         self.receivedFromServer = 0
@@ -155,6 +156,8 @@ class Client:
         while (event := self.quic.next_event()) is not None:
             if isinstance(event, ConnectionTerminated):
                 self.terminated = event
+            elif isinstance(event, StreamReset):
+                self.resets[event.stream_id] = event.error_code
             for h3Event in self.h3.handle_event(event):
                 if isinstance(h3Event, HeadersReceived):
                     self.headers[h3Event.stream_id] = dict(h3Event.headers)
@@ -575,6 +578,259 @@ class ProtectionTests(SynchronousTestCase):
             (QuicConnectionState.DRAINING, QuicConnectionState.TERMINATED),
         )
         self.assertEqual(server.context.policy.active, 0)
+
+
+class FakeListeningPort(FakeUDPPort):
+    """
+    A UDP port a listener service can hand over and close: its protocol,
+    packet size and whether it stopped listening.
+    """
+
+    maxPacketSize = 65535
+    socket = None
+
+    def __init__(self, protocol: Any) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.stopped = False
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    Stopping (SIGTERM) or replacing (a reload) an HTTP/3 listener: open
+    connections are sent GOAWAY and finish on the open socket.
+    """
+
+    def downloading(self) -> tuple[HTTP3Server, Clock, Client, int, bytes]:
+        """
+        @return: A server, its clock, a client part-way through downloading
+            C{large.bin}, that stream and the file's content.
+        """
+        server, clock, files = h3Service(self)
+        client = Client(server, clock)
+        client.settle()
+        streamId = client.request(b"/large.bin")
+        client.advance(0.01)
+        client.advance(0.01)
+        self.assertNotIn(streamId, client.ended)
+        self.assertTrue(client.bodies.get(streamId))
+        return server, clock, client, streamId, files["large.bin"]
+
+    def finish(self, client: Client, streamId: int | None) -> None:
+        """
+        Exchange until the stream (if any) has ended and the connection
+        closed (the client's draining period over).
+        """
+        for _ in range(2000):
+            if (streamId is None or streamId in client.ended) and (
+                client.terminated is not None
+            ):
+                return
+            client.advance(0.03)
+
+    def goaway(self, client: Client) -> list[int]:
+        """
+        Exchange until the client has a GOAWAY (it queues behind a body in
+        flight, under QUIC's congestion window).
+
+        @return: What the client received.
+        """
+        for _ in range(50):
+            if client.h3.goaways:
+                break
+            client.advance(0.03)
+        goaways: list[int] = client.h3.goaways
+        return goaways
+
+    def test_goawayThenFinish(self) -> None:
+        """
+        C{drainConnections}: the client is sent GOAWAY; the download under
+        way completes intact; the connection then closes with
+        C{H3_NO_ERROR} and the returned L{Deferred} fires once it is gone.
+        """
+        server, clock, client, streamId, content = self.downloading()
+        drained = server.drainConnections()
+        fired: list[object] = []
+        drained.addCallback(fired.append)
+        self.assertEqual(self.goaway(client), [streamId + 4])
+        self.assertNotIn(streamId, client.ended)
+        self.assertEqual(fired, [])
+        self.finish(client, streamId)
+        self.assertEqual(bytes(client.bodies[streamId]), content)
+        assert client.terminated is not None
+        self.assertEqual(client.terminated.error_code, ErrorCode.H3_NO_ERROR)
+        for _ in range(100):
+            if fired:
+                break
+            clock.advance(0.1)
+        self.assertEqual(fired, [None])
+        self.assertEqual(server.protocols, set())
+        self.assertEqual(server.context.policy.active, 0)
+
+    def test_laterRequestRejected(self) -> None:
+        """
+        A request on a stream at or after the one GOAWAY named is reset with
+        C{H3_REQUEST_REJECTED} (the client may retry it elsewhere); the one
+        under way still completes.
+        """
+        server, clock, client, streamId, content = self.downloading()
+        server.drainConnections()
+        self.goaway(client)
+        later = client.request(b"/small.txt")
+        for _ in range(50):
+            if later in client.resets:
+                break
+            client.advance(0.03)
+        self.assertEqual(client.resets.get(later), ErrorCode.H3_REQUEST_REJECTED)
+        self.finish(client, streamId)
+        self.assertEqual(bytes(client.bodies[streamId]), content)
+
+    def test_idleClosesAtOnce(self) -> None:
+        """
+        A connection with nothing under way is closed at once; the drain is
+        over when its closing period ends.
+        """
+        server, clock, _ = h3Service(self)
+        client = Client(server, clock)
+        client.settle()
+        fired: list[object] = []
+        server.drainConnections().addCallback(fired.append)
+        self.finish(client, None)
+        assert client.terminated is not None
+        self.assertEqual(client.terminated.error_code, ErrorCode.H3_NO_ERROR)
+        for _ in range(100):
+            if fired:
+                break
+            clock.advance(0.1)
+        self.assertEqual(fired, [None])
+
+    def test_noDrainNeeded(self) -> None:
+        """
+        With no connection, the drain is over at once.
+        """
+        server, _, _ = h3Service(self)
+        fired: list[object] = []
+        server.drainConnections().addCallback(fired.append)
+        self.assertEqual(fired, [None])
+
+    def test_noNewConnections(self) -> None:
+        """
+        While draining, a new client's Initial is dropped (counted, with
+        its reason): it gets no answer and no state.
+        """
+        server, clock, client, streamId, _ = self.downloading()
+        server.drainConnections()
+        self.goaway(client)
+        before = len(server.protocols)
+        late = Client(server, clock, ("127.0.0.1", 50001))
+        late.exchange()
+        self.assertEqual(len(server.protocols), before)
+        self.assertEqual(late.receivedFromServer, 0)
+        self.assertGreater(
+            server.drops.totals["netd is draining: no new QUIC connection"], 0
+        )
+
+    def test_abortSession(self) -> None:
+        """
+        What the drain deadline calls: the connection is closed though its
+        download is unfinished, its file closed, and the drain ends.
+        """
+        server, clock, client, streamId, _ = self.downloading()
+        fired: list[object] = []
+        server.drainConnections().addCallback(fired.append)
+        (connection,) = server.protocols
+        body = connection._bodies[streamId]
+        connection.abortSession("drain deadline reached")
+        self.assertIsNone(body.fd)
+        self.finish(client, None)
+        self.assertIsNotNone(client.terminated)
+        self.assertNotIn(streamId, client.ended)
+        for _ in range(100):
+            if fired:
+                break
+            clock.advance(0.1)
+        self.assertEqual(fired, [None])
+
+    def test_inheritConnections(self) -> None:
+        """
+        A reload hands the socket to a new server: the old server's
+        connection is still served through it (its datagrams routed back)
+        and finishes its download after GOAWAY, while a new client is
+        served by the new server; the old one is then forgotten.
+        """
+        old, clock, client, streamId, content = self.downloading()
+        new, _, _ = h3Service(self)
+        new.reactor = old.reactor
+        new.doStop()
+        new.transport = None
+        listener = DatagramListenerService(
+            new.context, parseListener("udp:8443"), new  # type: ignore[arg-type]
+        )
+        port = FakeListeningPort(old)
+        port.written = old.transport.written
+        listener._switchTo(port)  # type: ignore[arg-type]
+        self.assertIs(new.transport, port)
+        self.assertEqual(new.inherited, [old])
+        client.server = new
+        fresh = Client(new, clock, ("127.0.0.1", 50002))
+        fresh.settle()
+        self.finish(client, streamId)
+        self.assertEqual(bytes(client.bodies[streamId]), content)
+        self.assertEqual(client.h3.goaways, [streamId + 4])
+        for _ in range(100):
+            if not new.inherited:
+                break
+            fresh.advance(0.1)
+        self.assertEqual(new.inherited, [])
+        self.assertEqual(fresh.get(b"/small.txt")[1], b"hello over HTTP/3\n")
+        self.assertEqual(len(new.protocols), 1)
+
+    def test_otherProtocolStopped(self) -> None:
+        """
+        A port handed from a protocol of another kind stops that protocol.
+        """
+        new, _, _ = h3Service(self)
+        new.doStop()
+        new.transport = None
+        listener = DatagramListenerService(
+            new.context, parseListener("udp:8443"), new  # type: ignore[arg-type]
+        )
+        stopped: list[bool] = []
+
+        class Other:
+            def doStop(self) -> None:
+                stopped.append(True)
+
+        listener._switchTo(FakeListeningPort(Other()))  # type: ignore[arg-type]
+        self.assertEqual(stopped, [True])
+        self.assertEqual(new.inherited, [])
+
+    def test_listenerWaits(self) -> None:
+        """
+        The listener service's C{stopService} closes the socket only once
+        the drain is over.
+        """
+        server, clock, client, streamId, content = self.downloading()
+        listener = DatagramListenerService(
+            server.context, parseListener("udp:8443"), server  # type: ignore[arg-type]
+        )
+        port = FakeListeningPort(server)
+        listener.port = port  # type: ignore[assignment]
+        stopping = listener.stopService()
+        assert stopping is not None
+        fired: list[object] = []
+        stopping.addCallback(fired.append)
+        self.assertFalse(port.stopped)
+        self.finish(client, streamId)
+        for _ in range(100):
+            if fired:
+                break
+            clock.advance(0.1)
+        self.assertTrue(port.stopped)
+        self.assertEqual(bytes(client.bodies[streamId]), content)
 
 
 class CertificateTests(SynchronousTestCase):

@@ -38,6 +38,16 @@ B{QUIC's protections}:
       was given (so QUIC's flow control and congestion window decide the
       pace); the receive windows are sized for a request head, not a body.
 
+B{Draining} (SIGTERM, or a reload that changes the service): the socket
+stays open while the connections finish (L{HTTP3Server.drainConnections}):
+each is sent a C{GOAWAY} naming the first request stream it will not
+answer, finishes the requests below it, then closes with C{H3_NO_ERROR};
+new connections are not admitted. Those still open at C{drain_timeout} are
+closed (L{HTTP3Connection.abortSession}), like every other session. A
+reload that keeps the C{udp:} address hands the socket to the new service's
+server, which routes the old connections' datagrams back to them
+(L{HTTP3Server.inheritConnections}) until they are done.
+
 Timers are the reactor's: C{QuicConnection.get_timer} is armed with
 C{reactor.callLater} and fires C{handle_timer}.
 """
@@ -48,8 +58,14 @@ import ipaddress
 import os
 from typing import TYPE_CHECKING, Any
 
-from aioquic.buffer import Buffer
-from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
+from aioquic.buffer import Buffer, encode_uint_var
+from aioquic.h3.connection import (
+    H3_ALPN,
+    ErrorCode,
+    FrameType,
+    H3Connection,
+    encode_frame,
+)
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -69,6 +85,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -145,12 +162,22 @@ class HTTP3Server(DatagramProtocol):
     @ivar connections: Every open connection by each of its connection IDs.
     @ivar handshaking: How many connections have not completed their
         handshake.
+    @ivar protocols: The open connections (each once): what the drain and
+        the status count as this listener's sessions.
+    @ivar draining: Whether the listener is stopping (no new connection is
+        admitted).
+    @ivar inherited: Servers of the configuration a reload replaced, whose
+        connections this socket still serves until they end.
     """
 
     noisy = False
     _log = Logger()
     transport: Any
     _port: Any = None
+    draining = False
+    _factoryStarted = False
+    _drained: Deferred[None] | None = None
+    _heir: HTTP3Server | None = None
 
     def __init__(
         self,
@@ -178,6 +205,8 @@ class HTTP3Server(DatagramProtocol):
         self.configuration = quicConfiguration(certificate, factory)
         self.retry = QuicRetryTokenHandler()
         self.connections: dict[bytes, HTTP3Connection] = {}
+        self.protocols: set[HTTP3Connection] = set()
+        self.inherited: list[HTTP3Server] = []
         self.handshaking = 0
 
     def startProtocol(self) -> None:
@@ -187,7 +216,9 @@ class HTTP3Server(DatagramProtocol):
         # Kept: Twisted forgets the transport before stopProtocol, when the
         # socket can still send the connections' CONNECTION_CLOSE.
         self._port = self.transport
-        self.factory.doStart()
+        if not self._factoryStarted:
+            self._factoryStarted = True
+            self.factory.doStart()
 
     def stopProtocol(self) -> None:
         """
@@ -196,12 +227,84 @@ class HTTP3Server(DatagramProtocol):
         sent), then let the service's shared state stop with its last
         listener.
         """
-        for connection in set(self.connections.values()):
-            connection.close(ErrorCode.H3_NO_ERROR, "server stopping")
-            connection.terminated()
-        self.connections.clear()
-        self._port = None
-        self.factory.doStop()
+        for server in [self, *self.inherited]:
+            for connection in list(server.protocols):
+                connection.close(ErrorCode.H3_NO_ERROR, "server stopping")
+                connection.terminated()
+            server.connections.clear()
+            server._port = None
+        self.inherited.clear()
+        self._releaseFactory()
+        self._checkDrained()
+
+    def _releaseFactory(self) -> None:
+        """
+        This listener no longer holds the service's shared state open (its
+        TCP listeners' connections then drain without waiting for these).
+        """
+        if self._factoryStarted:
+            self._factoryStarted = False
+            self.factory.doStop()
+
+    def drainConnections(self) -> Deferred[None]:
+        """
+        The listener is stopping: admit no new connection, send every open
+        one (and every inherited one) a C{GOAWAY}; they close once their
+        requests are answered.
+
+        @return: A L{Deferred} that fires once no connection is left (the
+            socket can then close).
+        """
+        self.draining = True
+        self._releaseFactory()
+        for server in [self, *self.inherited]:
+            for connection in list(server.protocols):
+                connection.drain()
+        if self._drained is None:
+            self._drained = Deferred()
+        drained = self._drained
+        self._checkDrained()
+        return drained
+
+    def inheritConnections(self, previous: HTTP3Server) -> None:
+        """
+        A reload gave this server the socket of C{previous} (the replaced
+        configuration's): its connections drain, and their datagrams are
+        routed back to them.
+
+        @param previous: The old server.
+        """
+        self.inherited.extend(previous.inherited)
+        previous.inherited.clear()
+        self.inherited.append(previous)
+        previous._heir = self
+        previous.drainConnections()
+
+    def connectionEnded(self, connection: HTTP3Connection) -> None:
+        """
+        A connection is over: forget it.
+
+        @param connection: It.
+        """
+        self.protocols.discard(connection)
+        if self._heir is not None and not self.protocols:
+            heir, self._heir = self._heir, None
+            if self in heir.inherited:
+                heir.inherited.remove(self)
+            heir._checkDrained()
+        self._checkDrained()
+
+    def _checkDrained(self) -> None:
+        """
+        Draining and no connection left (inherited ones included): fire
+        L{drainConnections}'s L{Deferred}.
+        """
+        if self._drained is None or not self.draining:
+            return
+        if self.protocols or any(each.protocols for each in self.inherited):
+            return
+        drained, self._drained = self._drained, None
+        drained.callback(None)
 
     def reloadCertificate(self) -> bool:
         """
@@ -235,8 +338,16 @@ class HTTP3Server(DatagramProtocol):
             self.drop("not a QUIC packet", addr[0])
             return
         connection = self.connections.get(header.destination_cid)
+        if connection is None:
+            for previous in self.inherited:
+                connection = previous.connections.get(header.destination_cid)
+                if connection is not None:
+                    break
         if connection is not None:
             connection.datagramReceived(data, addr)
+            return
+        if self.draining:
+            self.drop("netd is draining: no new QUIC connection", addr[0])
             return
         if (
             header.packet_type != QuicPacketType.INITIAL
@@ -359,8 +470,14 @@ class HTTP3Connection(FieldResponder):
     deadline = 0.0
     deadlineKind = NONE
     _closed = False
+    _closing = False
     _validated = False
     _goingAway = False
+    # The first request stream the GOAWAY said will not be answered.
+    _goawayFrom = 0
+    # The next client-initiated bidirectional stream (what a GOAWAY sent now
+    # would name).
+    _nextStream = 0
     _peer: str | None = None
 
     def __init__(self, server: HTTP3Server, quic: QuicConnection, addr: Any) -> None:
@@ -377,9 +494,13 @@ class HTTP3Connection(FieldResponder):
         # Streams whose request has been answered but whose receiving side
         # has not ended: a second header block on them is trailers.
         self._unended: set[int] = set()
+        # Streams with a response sent (or being sent): a draining connection
+        # closes only once the client has acknowledged all of it.
+        self._answered: set[int] = set()
         self._timer: Any = None
         self._timerAt: float | None = None
         server.handshaking += 1
+        server.protocols.add(self)
         factory = self.factory
         factory.connectionOpened(self)
         self.deadline = factory.now + factory.headerTimeout
@@ -470,9 +591,11 @@ class HTTP3Connection(FieldResponder):
         @param streamId: Its stream.
         @param headers: The decoded fields.
         """
-        if self._goingAway:
+        if self._goingAway and streamId >= self._goawayFrom:
+            # RFC 9114 section 5.2: not processed, the client may retry it.
             self.quic.reset_stream(streamId, ErrorCode.H3_REQUEST_REJECTED)
             return
+        self._nextStream = max(self._nextStream, streamId + 4)
         self._open.add(streamId)
         self.answerFields(streamId, headers, "3")
 
@@ -526,6 +649,7 @@ class HTTP3Connection(FieldResponder):
         head = [(_STATUS, b"%d" % status), (b"date", self.factory.dateValue)]
         head += fields
         end = length == 0 or req.method == _HEAD
+        self._answered.add(streamId)
         self.h3.send_headers(streamId, head, end_stream=end)
         if end:
             if fd is not None:
@@ -604,6 +728,10 @@ class HTTP3Connection(FieldResponder):
             progressed = progressed or queued or bool(datagrams)
             if not queued or not datagrams:
                 break
+        if self._goingAway:
+            self._closeIfDrained()
+            if self._closed:
+                return
         self._arm()
         factory = self.factory
         if self._bodies:
@@ -668,10 +796,23 @@ class HTTP3Connection(FieldResponder):
 
     def _closeIfDrained(self) -> None:
         """
-        Draining and nothing owed: close.
+        Draining, nothing owed, and every response acknowledged by the
+        client: close. (A CONNECTION_CLOSE ends sending at once: what is
+        still queued, or sent but lost, would never arrive.)
         """
-        if self._goingAway and not self._open and not self._bodies:
-            self.close(ErrorCode.H3_NO_ERROR, "server draining")
+        if not self._goingAway or self._open or self._bodies or self._closing:
+            return
+        # Private aioquic API, as in _pump: whether a stream's sender has had
+        # everything it sent acknowledged (aioquic forgets a stream once
+        # both of its sides are finished).
+        streams = self.quic._streams
+        for streamId in list(self._answered):
+            stream = streams.get(streamId)
+            if stream is None or stream.sender.is_finished:
+                self._answered.discard(streamId)
+            else:
+                return
+        self.close(ErrorCode.H3_NO_ERROR, "server draining")
 
     def close(self, code: int, reason: str) -> None:
         """
@@ -681,8 +822,9 @@ class HTTP3Connection(FieldResponder):
         @param code: The HTTP/3 error code.
         @param reason: Its reason phrase.
         """
-        if self._closed:
+        if self._closed or self._closing:
             return
+        self._closing = True
         for body in self._bodies.values():
             body.close()
         self._bodies.clear()
@@ -691,11 +833,38 @@ class HTTP3Connection(FieldResponder):
 
     def drain(self) -> None:
         """
-        The service's listeners closed: open streams finish, new ones are
-        refused, then the connection closes.
+        The service's listeners closed: send C{GOAWAY} (once); the requests
+        already received finish, later ones are refused, then the
+        connection closes.
         """
-        self._goingAway = True
+        if self._closed:
+            return
+        if not self._goingAway:
+            self._goingAway = True
+            self._goawayFrom = self._nextStream
+            # Private aioquic API (canary: tests.test_http3.AioquicCanaryTests):
+            # H3Connection has no method to send GOAWAY; its control stream
+            # is where RFC 9114 section 5.2 puts it.
+            self.quic.send_stream_data(
+                self.h3._local_control_stream_id,
+                encode_frame(FrameType.GOAWAY, encode_uint_var(self._goawayFrom)),
+            )
         self._closeIfDrained()
+        self._transmit()
+
+    def abortSession(self, reason: str) -> None:
+        """
+        Close now, whatever is owed (the drain deadline passed).
+
+        @param reason: Why, for the log.
+        """
+        self._log.info(
+            "{service}: HTTP/3 client {peer} cut: {reason}",
+            service=self.factory.name,
+            peer=self.host,
+            reason=reason,
+        )
+        self.close(ErrorCode.H3_NO_ERROR, reason)
 
     def deadlineExpired(self) -> None:
         """
@@ -743,6 +912,7 @@ class HTTP3Connection(FieldResponder):
             self._validated = True
         self.server.policy.release(self.host)
         self.factory.connectionClosed(self)
+        self.server.connectionEnded(self)
 
     def _unexpected(self, error: BaseException) -> None:
         """
