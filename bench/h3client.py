@@ -6,7 +6,7 @@ wheel ships no example client).
 
     python bench/h3client.py --port 8443 [--host 127.0.0.1]
         [--connections 1] [--requests 1] [--method GET] [--timeout 30]
-        [--progress] PATH [PATH ...]
+        [--progress [--pause]] PATH [PATH ...]
 
 Opens C{--connections} QUIC connections (certificate not verified: the
 tests' certificates are self-signed), each sends C{--requests} requests,
@@ -15,7 +15,9 @@ the status, length and sha256 of the last body received, the counts of
 requests and failures, the elapsed time, the latency of each request
 (seconds) and the C{GOAWAY}s received (the first stream ID each named).
 With C{--progress}, writes C{receiving} to standard error once the first
-body bytes arrive (a test can then stop netd mid-download).
+body bytes arrive (a test can then stop netd mid-download); with
+C{--pause} too, it then reads nothing more (no acknowledgement either, so
+netd's sending stalls) until a line arrives on standard input.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class H3Client(QuicConnectionProtocol):
     """
 
     progress = False
+    pause = False
     announced = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -133,6 +136,9 @@ class H3Client(QuicConnectionProtocol):
                     H3Client.announced = True
                     sys.stderr.write("receiving\n")
                     sys.stderr.flush()
+                    if H3Client.pause:
+                        # Blocks the event loop on purpose: see --pause.
+                        sys.stdin.readline()
             else:
                 continue
             if h3Event.stream_ended:
@@ -185,6 +191,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     goaways: list[int] = []
     failures = 0
     H3Client.progress = options.progress
+    H3Client.pause = options.pause
     authority = f"{options.host}:{options.port}"
 
     async def one(index: int) -> None:
@@ -240,6 +247,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--method", default="GET", choices=("GET", "HEAD"))
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--pause", action="store_true")
     parser.add_argument("paths", nargs="+")
     options = parser.parse_args(argv)
     report = asyncio.run(run(options))

@@ -21,6 +21,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from netd.words import plural
+
 DRAIN_REASON = "drain deadline reached"
 
 
@@ -110,10 +112,11 @@ class Drain:
         count = len(self.sessions())
         if count:
             self._log.info(
-                "{what}: waiting up to {timeout:g}s for {count} open sessions to end",
+                "{what}: waiting up to {timeout:g}s for {sessions} to end",
                 what=self.what,
                 timeout=self.timeout,
                 count=count,
+                sessions=plural(count, "open session"),
             )
         self._call.start(self.pollInterval, now=True)
         return self.done
@@ -151,9 +154,10 @@ class Drain:
         self.aborted = len(left)
         if left:
             self._log.warn(
-                "{what}: closing {count} sessions still open after {timeout:g}s",
+                "{what}: closing {sessions} still open after {timeout:g}s",
                 what=self.what,
                 count=len(left),
+                sessions=plural(len(left), "session"),
                 timeout=self.timeout,
             )
         for session in left:

@@ -1000,3 +1000,23 @@ class AioquicCanaryTests(SynchronousTestCase):
         self.assertFalse(stream.sender.buffer_is_empty)
         client.quic.datagrams_to_send(now=clock.seconds())
         self.assertTrue(stream.sender.buffer_is_empty)
+
+    def test_controlStreamAndAcknowledged(self) -> None:
+        """
+        C{H3Connection._local_control_stream_id} is the server's control
+        stream (where netd writes GOAWAY); a stream sender's C{is_finished}
+        turns true once everything it sent, FIN included, is acknowledged.
+        """
+        server, clock, _ = h3Service(self)
+        client = Client(server, clock)
+        client.settle()
+        (connection,) = server.protocols
+        self.assertEqual(connection.h3._local_control_stream_id % 4, 3)
+        streamId = client.request(b"/small.txt")
+        client.exchange()
+        stream = connection.quic._streams.get(streamId)
+        self.assertTrue(stream is None or not stream.sender.is_finished)
+        client.settle()
+        self.assertIn(streamId, client.ended)
+        stream = connection.quic._streams.get(streamId)
+        self.assertTrue(stream is None or stream.sender.is_finished)

@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -28,6 +31,8 @@ CLIENT = os.path.join(
 )
 CLIENT_TIMEOUT = 90
 BIG_SIZE = 3 * 1024 * 1024 + 5
+# Big enough that a download is still under way when netd is signalled.
+HUGE_SIZE = 48 * 1024 * 1024 + 7
 
 
 def freeUDPPort() -> int:
@@ -63,12 +68,13 @@ class HTTP3EndToEndTests(SynchronousTestCase):
     One netd per test: an http service on C{ssl:} and C{udp:}.
     """
 
-    def start(self, udpPort: int, extra: str = "") -> None:
+    def start(self, udpPort: int, extra: str = "", huge: bool = False) -> None:
         """
         Start netd.
 
         @param udpPort: The UDP port (0: chosen by the system).
         @param extra: More service settings.
+        @param huge: Whether to serve C{huge.bin} too (L{HUGE_SIZE}).
         """
         directory = os.path.abspath(self.mktemp())
         self.root = os.path.join(directory, "root")
@@ -78,18 +84,20 @@ class HTTP3EndToEndTests(SynchronousTestCase):
             "1k.bin": os.urandom(1024),
             "big.bin": os.urandom(BIG_SIZE),
         }
+        if huge:
+            self.files["huge.bin"] = os.urandom(HUGE_SIZE)
         for name, content in self.files.items():
             with open(os.path.join(self.root, name), "wb") as f:
                 f.write(content)
         keyPath, self.certPath = writeSelfSignedCertificate(directory)
         tls = tlsListener(keyPath, self.certPath)
-        self.netd = Netd(
-            "[netd]\nstats_interval = 3600\n"
+        self.configText = (
+            "[netd]\nstats_interval = 3600\ndrain_timeout = 60\n"
             f'[services.web]\ntype = "http"\n'
             f'listen = [{tls}, "udp:{udpPort}:interface=127.0.0.1"]\n'
-            f"root = {json.dumps(self.root)}\n{extra}",
-            directory,
+            f"root = {json.dumps(self.root)}\n{extra}"
         )
+        self.netd = Netd(self.configText, directory)
         self.addCleanup(self.netd.stop)
         self.netd.waitListening(2)
         self.udp = self.netd.addresses[("web", "udp")]
@@ -185,3 +193,89 @@ class HTTP3EndToEndTests(SynchronousTestCase):
         paths = report["paths"]
         assert isinstance(paths, dict)
         self.assertEqual(paths["/f.txt"]["status"], 200)
+
+    def waitLog(self, text: str) -> None:
+        """
+        Wait until netd's log has C{text}.
+        """
+        deadline = time.monotonic() + 30
+        while text not in self.netd.output:
+            self.assertLess(time.monotonic(), deadline, self.netd.output)
+            time.sleep(0.05)
+
+    def downloadThen(self, act: object, logged: str) -> dict[str, object]:
+        """
+        Start downloading C{huge.bin} over HTTP/3; once its first bytes have
+        arrived (the client then pauses: it reads and acknowledges nothing,
+        so the download cannot end meanwhile), call C{act}; once netd has
+        logged C{logged}, let the client go on; wait for the download to
+        end.
+
+        @param act: What to do mid-download (a callable).
+        @param logged: What netd logs once it has acted.
+        @return: The client's report.
+        """
+        client = subprocess.Popen(
+            [sys.executable, CLIENT, "--port", str(self.udp), "--progress"]
+            + ["--pause", "--timeout", str(CLIENT_TIMEOUT - 10), "/huge.bin"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.addCleanup(client.wait)
+        self.addCleanup(lambda: client.poll() is None and client.kill())
+        assert client.stderr is not None
+        ready, _, _ = select.select([client.stderr], [], [], CLIENT_TIMEOUT)
+        self.assertTrue(ready, "the download did not start")
+        self.assertEqual(client.stderr.readline(), b"receiving\n")
+        act()  # type: ignore[operator]
+        self.waitLog(logged)
+        stdout, stderr = client.communicate(b"go on\n", timeout=CLIENT_TIMEOUT)
+        self.assertEqual(client.returncode, 0, stderr)
+        report: dict[str, object] = json.loads(stdout)
+        return report
+
+    def test_drainOnSIGTERM(self) -> None:
+        """
+        SIGTERM mid-download: the client is sent GOAWAY, its download still
+        completes intact over the open UDP socket, and netd then exits
+        cleanly.
+        """
+        self.start(0, huge=True)
+        report = self.downloadThen(
+            lambda: self.netd.process.send_signal(signal.SIGTERM),
+            "waiting up to 60s for 1 open session to end",
+        )
+        paths = report["paths"]
+        assert isinstance(paths, dict)
+        self.assertEqual(paths["/huge.bin"]["sha256"], self.sha("huge.bin"))
+        self.assertEqual(report["goaways"], [4])
+        self.assertEqual(self.netd.process.wait(30), 0, self.netd.output)
+
+    def test_drainOnReload(self) -> None:
+        """
+        A reload that changes the http service mid-download (a new setting),
+        its UDP port fixed: the new service keeps the UDP socket, the old
+        connection is sent GOAWAY and completes through it; a new connection
+        is served by the new service.
+        """
+        self.start(freeUDPPort(), huge=True)
+
+        def reload() -> None:
+            with open(os.path.join(self.netd.directory, "netd.toml"), "a") as f:
+                f.write("alt_svc = false\n")
+            self.netd.process.send_signal(signal.SIGHUP)
+
+        report = self.downloadThen(reload, "reloaded")
+        paths = report["paths"]
+        assert isinstance(paths, dict)
+        self.assertEqual(paths["/huge.bin"]["sha256"], self.sha("huge.bin"))
+        self.assertEqual(report["goaways"], [4])
+        self.assertIn(
+            f"web listening on udp:127.0.0.1:{self.udp} (socket kept)", self.netd.output
+        )
+        after = h3client(self.udp, "/f.txt")
+        paths = after["paths"]
+        assert isinstance(paths, dict)
+        self.assertEqual(paths["/f.txt"]["sha256"], self.sha("f.txt"))
+        self.assertEqual(after["goaways"], [])

@@ -837,18 +837,20 @@ class HTTP3Connection(FieldResponder):
         already received finish, later ones are refused, then the
         connection closes.
         """
-        if self._closed:
+        if self._closed or self._closing:
             return
         if not self._goingAway:
             self._goingAway = True
             self._goawayFrom = self._nextStream
             # Private aioquic API (canary: tests.test_http3.AioquicCanaryTests):
             # H3Connection has no method to send GOAWAY; its control stream
-            # is where RFC 9114 section 5.2 puts it.
-            self.quic.send_stream_data(
-                self.h3._local_control_stream_id,
-                encode_frame(FrameType.GOAWAY, encode_uint_var(self._goawayFrom)),
-            )
+            # (opened when it was made) is where RFC 9114 section 5.2 puts it.
+            control = self.h3._local_control_stream_id
+            if control is not None:
+                self.quic.send_stream_data(
+                    control,
+                    encode_frame(FrameType.GOAWAY, encode_uint_var(self._goawayFrom)),
+                )
         self._closeIfDrained()
         self._transmit()
 
