@@ -31,7 +31,7 @@ import os
 import pwd
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
@@ -41,6 +41,7 @@ from attrs import evolve, field, frozen
 
 from netd.descriptions import (
     REUSE_PORT_KINDS,
+    DatagramListener,
     Listener,
     parseListener,
     splitDescription,
@@ -872,6 +873,7 @@ def _readDocument(
             )
         )
     _checkAcrossServices(services, problems)
+    _checkWorkerSockets(services, values.get("workers", 1), problems)
     metrics = None
     if "metrics" in netd:
         metrics = _readMetrics(
@@ -928,6 +930,72 @@ def _readMetrics(
         **{LIMIT_FIELDS[key]: value for key, value in values.items()},
     )
     return MetricsConfig(listeners, limits)
+
+
+def pinnedServices(services: Iterable[ServiceConfig]) -> frozenset[str]:
+    """
+    The services that must run in one process when netd has workers: those
+    whose state is per process (chat rooms), and those that use one (an
+    http service mounting it).
+
+    @param services: The enabled services.
+    @return: Their names.
+    """
+    services = list(services)
+    pinned = {s.name for s in services if s.serviceType.isPerProcess(s.settings)}
+    for service in services:
+        uses = service.serviceType.uses
+        if uses is not None and pinned.intersection(uses(service.settings)):
+            pinned.add(service.name)
+    return frozenset(pinned)
+
+
+def _checkWorkerSockets(
+    services: list[ServiceConfig], workers: int | str, problems: list[Problem]
+) -> None:
+    """
+    With workers, a datagram listener that carries connections (HTTP/3)
+    (L{ServiceType.datagramConnections<netd.servicetype.ServiceType.datagramConnections>})
+    must give each worker its own socket, unless its service runs in one
+    process.
+
+    @param services: The enabled services.
+    @param workers: The C{workers} setting.
+    @param problems: Where problems are appended.
+    """
+    count = resolveWorkers(workers)
+    if count == 1:
+        return
+    pinned = pinnedServices(services)
+    for service in services:
+        what = service.serviceType.datagramConnections
+        if what is None or service.name in pinned:
+            continue
+        for listener in service.listeners:
+            if isinstance(listener, DatagramListener) and not listener.socketPerWorker:
+                problems.append(
+                    Problem(
+                        f"services.{service.name}.listen",
+                        f"{listener.description!r} carries {what} connections, each"
+                        " of which must stay on the worker that accepted it, but"
+                        f" with {describeWorkers(workers)} all workers would share"
+                        " this one socket: write { address ="
+                        f' "{_fixedExample(listener)}", reuse_port = true }}'
+                        " (a fixed port: each worker then gets its own"
+                        " SO_REUSEPORT socket), or set workers = 1",
+                    )
+                )
+
+
+def _fixedExample(listener: DatagramListener) -> str:
+    """
+    @param listener: A datagram listener.
+    @return: Its description, or one on a fixed port if it has none (for a
+        hint).
+    """
+    if listener.kind == "udp" and listener.port != 0:
+        return listener.description
+    return "udp:8443"
 
 
 def _checkAcrossServices(

@@ -123,6 +123,18 @@ class DatagramListener:
         """
         return "datagram"
 
+    @property
+    def socketPerWorker(self) -> bool:
+        """
+        Whether, with C{workers = N}, each worker gets a socket of its own
+        (the main process binds one C{SO_REUSEPORT} socket per worker on the
+        same address, and the kernel spreads datagrams across them by source
+        address and port) rather than all of them sharing one: on a fixed
+        C{udp:} port with C{reuse_port}. A socket from systemd cannot be
+        copied, and an ephemeral port would differ per copy.
+        """
+        return self.kind == "udp" and self.port != 0 and self.reusePort
+
     def conflictKey(self) -> tuple[object, ...] | None:
         """
         A key that two listeners which cannot both bind share.

@@ -106,6 +106,14 @@ class ServiceType:
         and so does every service that L{uses} it. Either a constant or a
         function of the instance's settings (a chat service with a shared
         C{hub} is not); ask L{isPerProcess}.
+    @ivar datagramConnections: What the connections its datagram listeners
+        carry are called (C{"HTTP/3"}), if they carry connections whose
+        state lives in the process that accepted them: with C{workers = N},
+        unless the
+        instance runs in one process (L{perProcess}), each such listener
+        must give every worker a socket of its own (C{reuse_port} on a fixed
+        port), or a connection's datagrams would reach workers that do not
+        know it; the configuration is refused otherwise.
     @ivar uses: The names of the other services an instance of this type
         reaches at run time (an http service mounting a chat page), from
         its settings; L{None}: none.
@@ -148,6 +156,7 @@ class ServiceType:
     alpnProtocols: tuple[bytes, ...] = ()
     alpn: Callable[[Mapping[str, Any]], tuple[bytes, ...]] | None = None
     perProcess: Callable[[Any], bool] | bool = False
+    datagramConnections: str | None = None
     uses: Callable[[Any], list[str]] | None = None
     ownedFiles: Callable[[Any], list[str]] | None = None
     metrics: Callable[[ServiceContext], list[Series]] | None = None

@@ -904,6 +904,66 @@ class ConfigTests(SynchronousTestCase):
         (service,) = config.services
         self.assertEqual(service.serviceType.transports, {"stream", "datagram"})
 
+    def withWorkers(self, udp: str, extra: str = "", netd: str = "") -> Any:
+        """
+        @param udp: The TOML of the service's UDP listener.
+        @param extra: More service keys.
+        @param netd: More C{[netd]} keys.
+        @return: The configuration of an http service with an C{ssl:} and
+            that listener, with C{workers = 2}.
+        """
+        tls = tlsListener(self.keyPath, self.certPath)
+        return parseConfig(
+            serviceTypes(),
+            f"[netd]\nworkers = 2\n{netd}\n"
+            f'[services.web]\ntype = "http"\nlisten = [{tls}, {udp}]\n{extra}',
+            "netd.toml",
+        )
+
+    def test_workersNeedOwnSockets(self) -> None:
+        """
+        With workers, a C{udp:} listener without C{reuse_port}, on an
+        ephemeral port, or from systemd would be shared by the workers, so a
+        connection's datagrams would reach workers that do not know it: a
+        configuration error naming the listener and both fixes.
+        """
+        for udp in (
+            '"udp:8443:interface=127.0.0.1"',
+            '{ address = "udp:0:interface=127.0.0.1", reuse_port = true }',
+            '"systemd:quic:type=datagram"',
+        ):
+            with self.assertRaises(ConfigError) as caught:
+                self.withWorkers(udp)
+            (line,) = caught.exception.lines()
+            self.assertIn("services.web.listen", line)
+            self.assertIn("with 2 workers", line)
+            self.assertIn("reuse_port = true", line)
+            self.assertIn("or set workers = 1", line)
+
+    def test_workersWithReusePort(self) -> None:
+        """
+        C{reuse_port} on a fixed port (on the listener, or for every
+        listener in C{[netd]}) gives each worker its own socket: accepted.
+        One worker needs nothing.
+        """
+        self.withWorkers(
+            '{ address = "udp:8443:interface=127.0.0.1", reuse_port = true }'
+        )
+        self.withWorkers('"udp:8443:interface=127.0.0.1"', netd="reuse_port = true")
+        tls = tlsListener(self.keyPath, self.certPath)
+        self.parse(f'[{tls}, "udp:8443:interface=127.0.0.1"]')
+
+    def test_workersPinned(self) -> None:
+        """
+        An http service that runs in worker 0 only (it mounts a chat
+        service's page) needs no socket per worker.
+        """
+        self.withWorkers(
+            '"udp:8443:interface=127.0.0.1"',
+            extra='chat = "chat"\n[services.chat]\ntype = "chat"\n'
+            'listen = ["tcp:0:interface=127.0.0.1"]\n',
+        )
+
     def factoryFor(self, listen: str, extra: str = "") -> Any:
         """
         @return: The shared factory of a parsed service.

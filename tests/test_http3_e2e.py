@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -68,13 +69,22 @@ class HTTP3EndToEndTests(SynchronousTestCase):
     One netd per test: an http service on C{ssl:} and C{udp:}.
     """
 
-    def start(self, udpPort: int, extra: str = "", huge: bool = False) -> None:
+    def start(
+        self,
+        udpPort: int,
+        extra: str = "",
+        huge: bool = False,
+        netd: str = "",
+        udp: str | None = None,
+    ) -> None:
         """
         Start netd.
 
         @param udpPort: The UDP port (0: chosen by the system).
         @param extra: More service settings.
         @param huge: Whether to serve C{huge.bin} too (L{HUGE_SIZE}).
+        @param netd: More C{[netd]} settings.
+        @param udp: The UDP listener's TOML, if not the plain description.
         """
         directory = os.path.abspath(self.mktemp())
         self.root = os.path.join(directory, "root")
@@ -91,10 +101,12 @@ class HTTP3EndToEndTests(SynchronousTestCase):
                 f.write(content)
         keyPath, self.certPath = writeSelfSignedCertificate(directory)
         tls = tlsListener(keyPath, self.certPath)
+        if udp is None:
+            udp = f'"udp:{udpPort}:interface=127.0.0.1"'
         self.configText = (
-            "[netd]\nstats_interval = 3600\ndrain_timeout = 60\n"
+            f"[netd]\nstats_interval = 3600\ndrain_timeout = 60\n{netd}\n"
             f'[services.web]\ntype = "http"\n'
-            f'listen = [{tls}, "udp:{udpPort}:interface=127.0.0.1"]\n'
+            f"listen = [{tls}, {udp}]\n"
             f"root = {json.dumps(self.root)}\n{extra}"
         )
         self.netd = Netd(self.configText, directory)
@@ -279,3 +291,38 @@ class HTTP3EndToEndTests(SynchronousTestCase):
         assert isinstance(paths, dict)
         self.assertEqual(paths["/f.txt"]["sha256"], self.sha("f.txt"))
         self.assertEqual(after["goaways"], [])
+
+    def test_workers(self) -> None:
+        """
+        C{workers = 2} and C{reuse_port}: each worker has its own UDP socket
+        on the port; forty connections (five requests each) are spread
+        across both workers by the kernel, and every request is answered
+        (no connection's datagrams reach a worker that does not know it).
+        """
+        port = freeUDPPort()
+        self.start(
+            port,
+            extra="access_log_events = true\n",
+            netd="workers = 2",
+            udp=f'{{ address = "udp:{port}:interface=127.0.0.1", reuse_port = true }}',
+        )
+        deadline = time.monotonic() + 30
+        while "netd ready with 2 workers" not in self.netd.output:
+            self.assertLess(time.monotonic(), deadline, self.netd.output)
+            time.sleep(0.05)
+        report = h3client(port, "--connections", "40", "--requests", "5", "/1k.bin")
+        self.assertEqual(report["requests"], 200)
+        self.assertEqual(report["failures"], 0)
+        paths = report["paths"]
+        assert isinstance(paths, dict)
+        self.assertEqual(paths["/1k.bin"]["sha256"], self.sha("1k.bin"))
+        deadline = time.monotonic() + 10
+        while True:
+            served = re.findall(
+                r"\[worker (\d)[^\]]*\][^\n]*GET /1k\.bin", self.netd.output
+            )
+            if len(served) >= 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(len(served), 200, self.netd.output)
+        self.assertEqual(set(served), {"0", "1"})

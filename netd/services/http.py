@@ -759,6 +759,7 @@ http = ServiceType(
     buildStreamFactory=buildStreamFactory,
     buildDatagramProtocol=buildDatagramProtocol,
     checkConfig=checkConfig,
+    datagramConnections="HTTP/3",
     alpnProtocols=(b"h2", b"http/1.1"),
     alpn=alpnProtocols,
     uses=usedServices,

@@ -18,7 +18,7 @@ from typing import Any
 
 from attrs import frozen
 
-from netd.config import NetdConfig
+from netd.config import NetdConfig, pinnedServices
 from netd.descriptions import DatagramListener, Listener
 from netd.listeners import listenerName, socketKey
 from netd.workers.control import FIRST_SOCKET_FD, encodeMessage
@@ -32,12 +32,7 @@ def perProcessServices(config: NetdConfig) -> frozenset[str]:
     @param config: A configuration.
     @return: Their names.
     """
-    pinned = {s.name for s in config.services if s.serviceType.isPerProcess(s.settings)}
-    for service in config.services:
-        uses = service.serviceType.uses
-        if uses is not None and pinned.intersection(uses(service.settings)):
-            pinned.add(service.name)
-    return frozenset(pinned)
+    return pinnedServices(config.services)
 
 
 def socketIdentity(service: str, listener: Listener) -> tuple[object, ...]:
@@ -61,23 +56,16 @@ def socketPerWorker(listener: Listener) -> bool:
     Whether each worker gets a socket of its own for a listener, rather than
     all of them sharing the main process's one.
 
-    A UDP listener with C{reuse_port} does: the main process binds one
-    C{SO_REUSEPORT} socket per worker on the same address, and the kernel
-    spreads datagrams across them by source address and port. Workers that
-    share one UDP socket all wake for each datagram and take turns, which
-    does not scale. TCP has no such need (each worker accepts one
-    connection per wake-up from the shared socket), a socket from systemd
-    cannot be copied, and an ephemeral port would differ per copy.
+    A UDP listener with C{reuse_port} on a fixed port does
+    (L{DatagramListener.socketPerWorker}). Workers that share one UDP socket
+    all wake for each datagram and take turns, which does not scale. TCP has
+    no such need (each worker accepts one connection per wake-up from the
+    shared socket).
 
     @param listener: A listener.
     @return: C{True} for a UDP listener on a fixed port with C{reuse_port}.
     """
-    return (
-        isinstance(listener, DatagramListener)
-        and listener.kind == "udp"
-        and listener.port != 0
-        and listener.reusePort
-    )
+    return isinstance(listener, DatagramListener) and listener.socketPerWorker
 
 
 def workerSockets(config: NetdConfig, count: int) -> list[list[tuple[str, Any, int]]]:
