@@ -8,7 +8,9 @@ L{tests.test_chat_redis_e2e}.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +21,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.support import stopProcess
 
@@ -106,7 +111,13 @@ class WebDriver:
                 "browserName": "chrome",
                 "goog:chromeOptions": {
                     "binary": browser,
-                    "args": CHROMIUM_FLAGS
+                    # "--enable-quic" among the flags replaces the default
+                    # "--disable-quic" (which keeps other tests on TCP).
+                    "args": [
+                        flag
+                        for flag in CHROMIUM_FLAGS
+                        if flag != "--disable-quic" or "--enable-quic" not in flags
+                    ]
                     + list(flags)
                     + [f"--user-data-dir={profile}"],
                 },
@@ -186,6 +197,15 @@ class WebDriver:
     def script(self, source: str) -> Any:
         return self.command("POST", "/execute/sync", {"script": source, "args": []})
 
+    def asyncScript(self, source: str) -> Any:
+        """
+        Run a script that reports by calling its last argument (WebDriver's
+        asynchronous script; chromedriver waits 30 s by default).
+
+        @return: What it reported.
+        """
+        return self.command("POST", "/execute/async", {"script": source, "args": []})
+
     def waitForText(self, css: str, needle: str, timeout: float = 15.0) -> str:
         """
         Wait until an element's text contains C{needle}.
@@ -215,3 +235,18 @@ class WebDriver:
         Stop chromedriver (by PID).
         """
         stopProcess(self.process)
+
+
+def spkiHash(certPath: str) -> str:
+    """
+    @param certPath: A PEM certificate.
+    @return: The base64 SHA-256 of its SubjectPublicKeyInfo, as chromium's
+        C{--ignore-certificate-errors-spki-list} takes it: that one
+        certificate is accepted, not every bad one.
+    """
+    with open(certPath, "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")

@@ -17,16 +17,12 @@ installs both: C{apt-get install chromium chromium-driver}).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
@@ -36,7 +32,14 @@ from twisted.web.server import Site
 from netd.services import serviceTypes
 from netd.services.chat import buildStreamFactory, buildWebResource
 from netd.sessions import SessionFactory
-from tests.browsersupport import BROWSER, BROWSER_SKIP, DRIVER, ENTER, WebDriver
+from tests.browsersupport import (
+    BROWSER,
+    BROWSER_SKIP,
+    DRIVER,
+    ENTER,
+    WebDriver,
+    spkiHash,
+)
 from tests.chatsupport import LineClient, Netd
 from tests.support import makeContext, writeSelfSignedCertificate
 from tests.test_tls import tlsListener
@@ -55,21 +58,6 @@ listen = ["tcp:0:interface=127.0.0.1"]
 chat = "chat"
 chat_path = "/chat/"
 """
-
-
-def spkiHash(certPath: str) -> str:
-    """
-    @param certPath: A PEM certificate.
-    @return: The base64 SHA-256 of its SubjectPublicKeyInfo, as chromium's
-        C{--ignore-certificate-errors-spki-list} takes it: that one
-        certificate is accepted, not every bad one.
-    """
-    with open(certPath, "rb") as f:
-        certificate = x509.load_pem_x509_certificate(f.read())
-    spki = certificate.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 def httpMountsChat() -> bool:

@@ -19,10 +19,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from tests.browsersupport import BROWSER, BROWSER_SKIP, DRIVER, WebDriver, spkiHash
 from tests.chatsupport import Netd
 from tests.support import writeSelfSignedCertificate
 from tests.test_tls import tlsListener
@@ -43,6 +45,24 @@ def freeUDPPort() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as skt:
         skt.bind(("127.0.0.1", 0))
         return int(skt.getsockname()[1])
+
+
+def freePortBoth() -> int:
+    """
+    @return: A port of 127.0.0.1 that was free a moment ago for both TCP and
+        UDP (chromium forced onto QUIC for an origin uses its TCP port
+        number over UDP).
+    """
+    for _ in range(50):
+        port = freeUDPPort()
+        with socket.socket() as skt:
+            skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                skt.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no port free for both TCP and UDP")
 
 
 def h3client(port: int, *args: str) -> dict[str, object]:
@@ -76,6 +96,7 @@ class HTTP3EndToEndTests(SynchronousTestCase):
         huge: bool = False,
         netd: str = "",
         udp: str | None = None,
+        tcpPort: int = 0,
     ) -> None:
         """
         Start netd.
@@ -85,6 +106,7 @@ class HTTP3EndToEndTests(SynchronousTestCase):
         @param huge: Whether to serve C{huge.bin} too (L{HUGE_SIZE}).
         @param netd: More C{[netd]} settings.
         @param udp: The UDP listener's TOML, if not the plain description.
+        @param tcpPort: The C{ssl:} listener's port (0: chosen by the system).
         """
         directory = os.path.abspath(self.mktemp())
         self.root = os.path.join(directory, "root")
@@ -100,7 +122,7 @@ class HTTP3EndToEndTests(SynchronousTestCase):
             with open(os.path.join(self.root, name), "wb") as f:
                 f.write(content)
         keyPath, self.certPath = writeSelfSignedCertificate(directory)
-        tls = tlsListener(keyPath, self.certPath)
+        tls = tlsListener(keyPath, self.certPath, tcpPort)
         if udp is None:
             udp = f'"udp:{udpPort}:interface=127.0.0.1"'
         self.configText = (
@@ -326,3 +348,60 @@ class HTTP3EndToEndTests(SynchronousTestCase):
             time.sleep(0.1)
         self.assertEqual(len(served), 200, self.netd.output)
         self.assertEqual(set(served), {"0", "1"})
+
+    def test_chromium(self) -> None:
+        """
+        Chromium, told to use QUIC for netd's origin (its certificate
+        accepted by its public key), loads a page and a 3 MiB file over
+        HTTP/3: the navigation's C{nextHopProtocol} is C{h3} and the file's
+        sha256 (computed in the page) is right.
+        """
+        if BROWSER_SKIP is not None:
+            raise SkipTest(BROWSER_SKIP)
+        assert BROWSER is not None and DRIVER is not None
+        port = freePortBoth()
+        self.start(
+            port,
+            udp=f'"udp:{port}:interface=127.0.0.1"',
+            tcpPort=port,
+        )
+        profile = tempfile.mkdtemp(prefix="netd-chromium-")
+        self.addCleanup(shutil.rmtree, profile, ignore_errors=True)
+        flags = [
+            "--enable-quic",
+            f"--origin-to-force-quic-on=127.0.0.1:{port}",
+            f"--ignore-certificate-errors-spki-list={spkiHash(self.certPath)}",
+        ]
+
+        driver = WebDriver(DRIVER, BROWSER, profile, flags)
+        try:
+            driver.open(f"https://127.0.0.1:{port}/f.txt")
+            self.assertEqual(
+                driver.script("return document.body.innerText").strip(),
+                "hello over HTTP/3",
+            )
+            self.assertEqual(
+                driver.script(
+                    "return performance.getEntriesByType('navigation')[0]"
+                    ".nextHopProtocol"
+                ),
+                "h3",
+            )
+            digest = driver.asyncScript(
+                "const done = arguments[arguments.length - 1];"
+                "fetch('/big.bin').then(r => r.arrayBuffer())"
+                ".then(b => crypto.subtle.digest('SHA-256', b))"
+                ".then(d => done(Array.from(new Uint8Array(d))"
+                ".map(x => x.toString(16).padStart(2, '0')).join('')))"
+                ".catch(e => done('error: ' + e));"
+            )
+            self.assertEqual(digest, self.sha("big.bin"))
+            self.assertEqual(
+                driver.script(
+                    "return performance.getEntriesByName("
+                    "location.origin + '/big.bin')[0].nextHopProtocol"
+                ),
+                "h3",
+            )
+        finally:
+            driver.quit()
