@@ -549,6 +549,29 @@ class ProtectionTests(SynchronousTestCase):
         self.assertIsNone(body.fd)
         self.assertEqual(server.context.policy.active, 0)
 
+    def test_maxStreams(self) -> None:
+        """
+        C{http3_max_streams}: the client is allowed that many request
+        streams at once (the transport parameter netd announces), is granted
+        one more as each ends, and all its requests are answered.
+        """
+        server, clock, _ = h3Service(self, settings={"http3_max_streams": 2})
+        client = Client(server, clock)
+        client.settle()
+        self.assertEqual(client.quic._remote_max_streams_bidi, 2)
+        (connection,) = server.protocols
+        streams = [client.request(b"/small.txt") for _ in range(5)]
+        most = 0
+        for _ in range(100):
+            client.advance(0.01)
+            most = max(most, len(connection._open))
+            if all(streamId in client.ended for streamId in streams):
+                break
+        for streamId in streams:
+            self.assertEqual(bytes(client.bodies[streamId]), b"hello over HTTP/3\n")
+        self.assertLessEqual(most, 2)
+        self.assertGreaterEqual(client.quic._remote_max_streams_bidi, 5)
+
     def test_notQUIC(self) -> None:
         """
         A datagram that is not QUIC, or a short packet for an unknown

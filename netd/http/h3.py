@@ -33,6 +33,9 @@ B{QUIC's protections}:
     - connections per source and in total: the service's
       C{max_sessions_per_peer} and C{max_sessions} (C{[limits]}), and its
       allow/deny lists, as for its TCP sessions;
+    - streams: a client may have C{http3_max_streams} request streams
+      open at once (QUIC's C{initial_max_streams_bidi}, one more granted as
+      each ends);
     - bounded memory per connection: a body is read from its file one
       chunk (C{CHUNK}) at a time, and only once the stream has sent what it
       was given (so QUIC's flow control and congestion window decide the
@@ -68,7 +71,7 @@ from aioquic.h3.connection import (
 )
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import Limit, QuicConnection
 from aioquic.quic.events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
@@ -78,6 +81,7 @@ from aioquic.quic.events import (
     StreamReset,
 )
 from aioquic.quic.packet import (
+    QuicFrameType,
     QuicPacketType,
     encode_quic_retry,
     encode_quic_version_negotiation,
@@ -162,6 +166,8 @@ class HTTP3Server(DatagramProtocol):
     @ivar connections: Every open connection by each of its connection IDs.
     @ivar handshaking: How many connections have not completed their
         handshake.
+    @ivar maxStreams: Request streams a client may have open at once
+        (C{http3_max_streams}).
     @ivar protocols: The open connections (each once): what the drain and
         the status count as this listener's sessions.
     @ivar draining: Whether the listener is stopping (no new connection is
@@ -185,6 +191,7 @@ class HTTP3Server(DatagramProtocol):
         factory: HTTPFactory,
         certificate: str,
         retryThreshold: int,
+        maxStreams: int = 100,
     ) -> None:
         """
         @param context: The service instance.
@@ -192,6 +199,7 @@ class HTTP3Server(DatagramProtocol):
         @param certificate: The C{ssl:} description whose certificate and key
             are used.
         @param retryThreshold: See L{retryThreshold}.
+        @param maxStreams: See L{maxStreams}.
         @raise ValueError: If the certificate cannot be loaded.
         """
         self.context = context
@@ -202,6 +210,7 @@ class HTTP3Server(DatagramProtocol):
         self.drops = context.datagramDrops
         self.certificate = certificate
         self.retryThreshold = retryThreshold
+        self.maxStreams = maxStreams
         self.configuration = quicConfiguration(certificate, factory)
         self.retry = QuicRetryTokenHandler()
         self.connections: dict[bytes, HTTP3Connection] = {}
@@ -415,6 +424,14 @@ class HTTP3Server(DatagramProtocol):
             configuration=self.configuration,
             original_destination_connection_id=original,
             retry_source_connection_id=retrySource,
+        )
+        # Private aioquic API (canary: tests.test_http3.AioquicCanaryTests):
+        # QuicConfiguration has no setting for it and aioquic fixes 128. Set
+        # before the handshake, whose transport parameters announce it.
+        quic._local_max_streams_bidi = Limit(
+            frame_type=QuicFrameType.MAX_STREAMS_BIDI,
+            name="max_streams_bidi",
+            value=self.maxStreams,
         )
         connection = HTTP3Connection(self, quic, addr)
         connection.addID(header.destination_cid)

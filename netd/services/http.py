@@ -397,6 +397,13 @@ SETTINGS = (
         "QUIC handshakes in progress from which new HTTP/3 clients must first"
         " echo a Retry token (address validation; 0: always)",
     ),
+    Setting(
+        "http3_max_streams",
+        100,
+        integer(1, 10_000),
+        "HTTP/3 request streams a client may have open at once (QUIC"
+        " initial_max_streams_bidi; one more as each ends)",
+    ),
     Setting("chat", None, serviceName, "a service whose web front end is mounted"),
     Setting(
         "chat_path",
@@ -436,7 +443,7 @@ _FIELDS = {
     "chat_path": "chatPath",
 }
 # Settings that are not the HTTP framings' (read by the builders below).
-_NOT_CONFIG = ("alt_svc", "http3_retry_threshold")
+_NOT_CONFIG = ("alt_svc", "http3_retry_threshold", "http3_max_streams")
 
 # The one HTTPFactory of each service instance, shared by its stream and
 # datagram listeners (one document root cache, one access log).
@@ -630,6 +637,7 @@ def buildDatagramProtocol(
         sharedFactory(context),
         certificate,
         context.settings.get("http3_retry_threshold", 64),
+        context.settings.get("http3_max_streams", 100),
     )
 
 
