@@ -12,6 +12,15 @@ protocol the service speaks is selected, and with no protocol in common the
 handshake goes on without ALPN (RFC 7301 section 3.2 allows either; a
 server for C{nc}-style line protocols and a static-file server are both
 expected to fall back).
+
+Closing: Twisted's L{BufferingTLSTransport} holds small writes until the
+next reactor turn, and flushes them when the application closes, but not
+when the client's C{close_notify} arrives in the same read as its last data:
+the reply (an echo, a response) was then dropped and only netd's own
+C{close_notify} sent (C{echo hi | socat - OPENSSL:...} got nothing back).
+L{FlushingTLSTransport} sends what is held before answering the client's
+C{close_notify}; L{tlsServerFactory} builds the factory of every C{ssl:}
+listener with it.
 """
 
 from __future__ import annotations
@@ -21,8 +30,13 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorTime,
+)
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
 # Mozilla's "intermediate" server configuration (TLS 1.2 suites; TLS 1.3
@@ -137,3 +151,36 @@ def modernTLS(options: Any) -> Any:
         ),
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
+
+
+class FlushingTLSTransport(BufferingTLSTransport):
+    """
+    Twisted's TLS transport, sending the writes it holds before it answers
+    the peer's C{close_notify} (see the module docstring).
+    """
+
+    def _shutdownTLS(self) -> None:
+        # Private Twisted API (canary: tests.test_tls.FlushOnCloseNotifyTests):
+        # what the transport calls for the peer's close_notify (and for its
+        # own close, which already flushed); _aggregator holds the writes.
+        self._aggregator.flush()
+        super()._shutdownTLS()
+
+
+def tlsServerFactory(
+    contextFactory: IOpenSSLServerConnectionCreator,
+    wrapped: IProtocolFactory,
+    clock: IReactorTime | None = None,
+) -> TLSMemoryBIOFactory:
+    """
+    @param contextFactory: The listener's TLS settings (L{sslContextFactory}).
+    @param wrapped: The factory of the connections inside TLS.
+    @param clock: When held writes are sent (L{None}: the global reactor,
+        as Twisted's default).
+    @return: The server-side TLS factory of an C{ssl:} listener, with
+        L{FlushingTLSTransport}.
+    """
+    factory = TLSMemoryBIOFactory(contextFactory, False, wrapped, clock)
+    factory.protocol = FlushingTLSTransport
+    factory.noisy = False
+    return factory

@@ -217,6 +217,24 @@ class RealClientTests(SynchronousTestCase):
         )
         self.assertEqual((code, output), (0, b"echo over tls\n" * 100))
 
+    def test_socatTLSEchoInputEnds(self) -> None:
+        """
+        C{echo ... | socat - OPENSSL:...,verify=0}: socat sends its data and
+        its C{close_notify} together as its input ends, and still gets the
+        echo (Twisted's TLS transport dropped it: L{netd.tls}).
+        """
+        for _ in range(5):
+            done = client(
+                "socat",
+                "socat",
+                "-",
+                f"OPENSSL:127.0.0.1:{self.port('echo', 'ssl')},verify=0",
+                input=b"echo over tls\n",
+            )
+            self.assertEqual(
+                (done.returncode, done.stdout), (0, b"echo over tls\n"), done.stderr
+            )
+
     def test_socatPlain(self) -> None:
         """
         socat over plain TCP: echo echoes, discard answers nothing and exits

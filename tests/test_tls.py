@@ -26,10 +26,21 @@ import ssl
 from collections.abc import Callable, Sequence
 
 from OpenSSL import SSL
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import BufferingTLSTransport
+from twisted.protocols.wire import Echo
 from twisted.trial.unittest import SynchronousTestCase
 
 from netd.services import serviceTypes
-from netd.tls import ServerTLS, sslContextFactory
+from netd.tls import (
+    FlushingTLSTransport,
+    ServerTLS,
+    sslContextFactory,
+    tlsServerFactory,
+)
 from tests.chatsupport import Netd
 from tests.httpsupport import h2Exchange, readResponses
 from tests.support import escape, writeSelfSignedCertificate
@@ -492,3 +503,83 @@ class MatrixTests(SynchronousTestCase):
                     return use(tls)
         except (OSError, ssl.SSLError) as e:
             return f"{type(e).__name__}: {e}"
+
+
+class FlushOnCloseNotifyTests(SynchronousTestCase):
+    """
+    L{FlushingTLSTransport}: a client that sends its last data and its
+    C{close_notify} together (C{echo hi | socat - OPENSSL:...}) gets the
+    reply before netd's own C{close_notify}.
+    """
+
+    def exchange(self, protocol: type) -> tuple[bytes, bool]:
+        """
+        Handshake an in-memory pyOpenSSL client with a server of
+        L{tlsServerFactory} over C{Echo}; send C{b"hi"} and C{close_notify}
+        in one flight.
+
+        @param protocol: The TLS transport class the factory uses.
+        @return: What the client read, and whether it then read the server's
+            C{close_notify}.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        keyPath, certPath = writeSelfSignedCertificate(directory)
+        description = json.loads(tlsListener(keyPath, certPath))
+        clock = Clock()
+        factory = tlsServerFactory(
+            sslContextFactory(description), Factory.forProtocol(Echo), clock
+        )
+        factory.protocol = protocol
+        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        assert server is not None
+        transport = StringTransport()
+        server.makeConnection(transport)
+        client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+        client.set_connect_state()
+
+        def pump() -> None:
+            for _ in range(10):
+                with contextlib.suppress(SSL.WantReadError):
+                    client.do_handshake()
+                with contextlib.suppress(SSL.WantReadError):
+                    server.dataReceived(client.bio_read(1 << 16))
+                clock.advance(0)
+                sent = transport.value()
+                transport.clear()
+                if sent:
+                    client.bio_write(sent)
+
+        pump()
+        client.send(b"hi")
+        client.shutdown()
+        server.dataReceived(client.bio_read(1 << 16))
+        clock.advance(0)
+        client.bio_write(transport.value())
+        got = b""
+        closed = False
+        for _ in range(5):
+            try:
+                got += client.recv(1 << 16)
+            except SSL.ZeroReturnError:
+                closed = True
+                break
+            except SSL.WantReadError:
+                break
+        return got, closed
+
+    def test_replyBeforeCloseNotify(self) -> None:
+        """
+        The echo arrives, then the server's C{close_notify}.
+        """
+        self.assertEqual(self.exchange(FlushingTLSTransport), (b"hi", True))
+
+    def test_twistedDropsIt(self) -> None:
+        """
+        Canary: Twisted's own L{BufferingTLSTransport} still drops the
+        reply (if a Twisted release fixes it, L{FlushingTLSTransport} can
+        go); its C{_shutdownTLS} and C{_aggregator} are what
+        L{FlushingTLSTransport} relies on.
+        """
+        self.assertEqual(self.exchange(BufferingTLSTransport), (b"", True))
+        self.assertTrue(callable(BufferingTLSTransport._shutdownTLS))
