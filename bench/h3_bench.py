@@ -12,10 +12,13 @@ the same netd's HTTP/2 (TLS, C{ssl:}), in the same run, on a 1 KiB file,
 
     python bench/h3_bench.py [--requests 5000] [--repeat 3]
 
-Reports requests/s and the 99th percentile latency, medians of
+Reports requests/s, the 99th percentile latency and netd's CPU time per
+request (user + system of the netd process, from C{/proc}, over the run:
+what the server spends, whatever the client costs), medians of
 C{--repeat} interleaved runs. With two or more CPUs netd runs on CPU 0 and
 the clients on CPU 1. The HTTP/3 client is Python too, so its own cost is
-in the HTTP/3 figures; h2load's is C.
+in the HTTP/3 requests/s; h2load's is C. The CPU per request is the
+comparison that does not depend on the client.
 """
 
 from __future__ import annotations
@@ -85,6 +88,30 @@ def netdServer(work: str, root: str, key: str, cert: str, cpu: int | None) -> An
     return server
 
 
+def cpuSeconds(pid: int) -> float:
+    """
+    @param pid: A process.
+    @return: Its user + system CPU time so far, in seconds.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, run: Any) -> dict[str, float]:
+    """
+    @param pid: netd's process.
+    @param run: A callable running one client run, returning its figures.
+    @return: Those figures with C{cpu}: netd's CPU microseconds per request.
+    """
+    before = cpuSeconds(pid)
+    figures: dict[str, float] = run()
+    spent = cpuSeconds(pid) - before
+    figures["cpu"] = spent * 1e6 / max(1.0, figures["requests"])
+    return figures
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """
     @param values: Samples.
@@ -118,6 +145,7 @@ def runH3(
         "rps": report["requests"] / report["elapsed"],
         "p99": percentile(report["latencies"], 0.99) * 1e3,
         "failed": float(report["failures"]),
+        "requests": float(report["requests"]),
     }
 
 
@@ -144,6 +172,7 @@ def runH2(
         "rps": summary["rps"],
         "p99": percentile(elapsed, 0.99),
         "failed": summary["failed"],
+        "requests": float(len(elapsed)),
     }
 
 
@@ -172,24 +201,31 @@ def main(argv: list[str] | None = None) -> int:
         server.start("/1k.bin")
         results: dict[str, list[dict[str, float]]] = {"HTTP/3": [], "HTTP/2": []}
         try:
+            pid = server.process.pid
             for _ in range(options.repeat):
                 results["HTTP/3"].append(
-                    runH3(
-                        server.udpPort,
-                        options.requests,
-                        options.clients,
-                        clientCPU,
-                        options.timeout,
+                    measured(
+                        pid,
+                        lambda: runH3(
+                            server.udpPort,
+                            options.requests,
+                            options.clients,
+                            clientCPU,
+                            options.timeout,
+                        ),
                     )
                 )
                 results["HTTP/2"].append(
-                    runH2(
-                        f"https://127.0.0.1:{server.port}/1k.bin",
-                        options.requests,
-                        options.clients,
-                        clientCPU,
-                        options.timeout,
-                        work,
+                    measured(
+                        pid,
+                        lambda: runH2(
+                            f"https://127.0.0.1:{server.port}/1k.bin",
+                            options.requests,
+                            options.clients,
+                            clientCPU,
+                            options.timeout,
+                            work,
+                        ),
                     )
                 )
         finally:
@@ -198,15 +234,22 @@ def main(argv: list[str] | None = None) -> int:
         f"1 KiB file, {options.clients} connections, one request at a time each,"
         f" {options.requests} requests per run, medians of {options.repeat}"
     )
-    print(f"{'protocol':10} {'req/s':>10} {'p99 ms':>10} {'failed':>8}")
+    print(
+        f"{'protocol':10} {'req/s':>10} {'p99 ms':>10} {'failed':>8}"
+        f" {'netd us CPU/req':>16}"
+    )
     for name, runs in results.items():
         rps = http.median([r["rps"] for r in runs])
         p99 = http.median([r["p99"] for r in runs])
+        cpu = http.median([r["cpu"] for r in runs])
         failed = sum(r["failed"] for r in runs)
-        print(f"{name:10} {rps:10.0f} {p99:10.1f} {failed:8.0f}")
+        print(f"{name:10} {rps:10.0f} {p99:10.1f} {failed:8.0f} {cpu:16.0f}")
     h3 = http.median([r["rps"] for r in results["HTTP/3"]])
     h2 = http.median([r["rps"] for r in results["HTTP/2"]])
     print(f"HTTP/3 / HTTP/2 requests/s: {h3 / h2:.2f}x")
+    h3cpu = http.median([r["cpu"] for r in results["HTTP/3"]])
+    h2cpu = http.median([r["cpu"] for r in results["HTTP/2"]])
+    print(f"HTTP/3 / HTTP/2 netd CPU per request: {h3cpu / h2cpu:.2f}x")
     return 0
 
 
