@@ -654,6 +654,17 @@ class DrainTests(SynchronousTestCase):
                 return
             client.advance(0.03)
 
+    def untilFired(self, clock: Clock, fired: list[object]) -> None:
+        """
+        Let time pass (closing periods end) until a drain's L{Deferred} has
+        fired into C{fired}; fail if it does not within ten seconds.
+        """
+        for _ in range(100):
+            if fired:
+                break
+            clock.advance(0.1)
+        self.assertEqual(fired, [None])
+
     def goaway(self, client: Client) -> list[int]:
         """
         Exchange until the client has a GOAWAY (it queues behind a body in
@@ -685,11 +696,7 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(bytes(client.bodies[streamId]), content)
         assert client.terminated is not None
         self.assertEqual(client.terminated.error_code, ErrorCode.H3_NO_ERROR)
-        for _ in range(100):
-            if fired:
-                break
-            clock.advance(0.1)
-        self.assertEqual(fired, [None])
+        self.untilFired(clock, fired)
         self.assertEqual(server.protocols, set())
         self.assertEqual(server.context.policy.active, 0)
 
@@ -724,11 +731,7 @@ class DrainTests(SynchronousTestCase):
         self.finish(client, None)
         assert client.terminated is not None
         self.assertEqual(client.terminated.error_code, ErrorCode.H3_NO_ERROR)
-        for _ in range(100):
-            if fired:
-                break
-            clock.advance(0.1)
-        self.assertEqual(fired, [None])
+        self.untilFired(clock, fired)
 
     def test_noDrainNeeded(self) -> None:
         """
@@ -771,11 +774,7 @@ class DrainTests(SynchronousTestCase):
         self.finish(client, None)
         self.assertIsNotNone(client.terminated)
         self.assertNotIn(streamId, client.ended)
-        for _ in range(100):
-            if fired:
-                break
-            clock.advance(0.1)
-        self.assertEqual(fired, [None])
+        self.untilFired(clock, fired)
 
     def test_inheritConnections(self) -> None:
         """
