@@ -363,7 +363,7 @@ class ExecWorkersEndToEndTests(TestCase):
         limit (applied in place), one that adds a listener (a new
         generation of workers) and a restarted worker 0 keep it; a reload
         that changes the program is refused with an error naming the
-        setting. At stop the main process's spawner is gone.
+        setting. The spawners run as daemon; at stop they are all gone.
         """
         daemonUid = pwd.getpwnam("daemon").pw_uid
         nobodyUid = pwd.getpwnam("nobody").pw_uid
@@ -423,6 +423,11 @@ class ExecWorkersEndToEndTests(TestCase):
         )
         self.assertEqual(await self.uidFrom(port), daemonUid)
 
+        # worker 0's own spawner, forked by the door keeper: not root either.
+        await waitFor(lambda: len(children(keeper)) == 1, 10, "one spawner")
+        spawners = children(keeper)
+        self.assertEqual([processUid(pid) for pid in spawners], [daemonUid])
         code = await daemon.stop()
         self.assertEqual(code, 0, daemon.stderr)
-        await waitFor(lambda: not alive(keeper), 10, "the spawner's end")
+        for pid in [keeper, *spawners]:
+            await waitFor(lambda: not alive(pid), 10, f"the end of spawner {pid}")
