@@ -5,13 +5,14 @@ module runs on the worker's side of the fork.
 
 Started by the main process as C{python -P -m netd.workers.child INDEX},
 already unprivileged, with its pipes and sockets in place
-(L{netd.workers.control} lists them), and the descriptors of what the main
-process holds for its services (an exec service's spawner door), which its
-services find through L{ServiceContext.heldDescriptor<netd.servicetype.ServiceContext.heldDescriptor>}. It reads its configuration (the TOML
-text the main process validated) from its control pipe, builds the services
-it serves (a L{NetdService} whose L{InProcessServices} adopt the sockets
-the main process bound instead of binding), reports ready, and serves
-until:
+(L{netd.workers.control} lists them), including the descriptors of what
+the main process holds for its services (an exec service's spawner door;
+its services find them through
+L{ServiceContext.heldDescriptor<netd.servicetype.ServiceContext.heldDescriptor>}).
+It reads its configuration (the TOML text the main process validated) from
+its control pipe, builds the services it serves (a L{NetdService} whose
+L{InProcessServices} adopt the sockets the main process bound instead of
+binding), reports ready, and serves until:
 
     - C{SIGTERM} (forwarded by the main process): stop listening at once,
       drain open sessions for up to C{drain_timeout}, exit 0; a second

@@ -798,6 +798,10 @@ class HeldSockets(MultiService):
     @ivar workerCount: The number of workers of the current generation.
     @ivar held: The sockets held, by L{heldIdentity}.
     @ivar ownPorts: Every port held.
+    @ivar heldServices: What the services' types need held beside their
+        sockets (L{ServiceType.buildHeldService<netd.servicetype.ServiceType.buildHeldService>}:
+        an exec service's spawner door keeper), by service name; made at
+        start only.
     @ivar supervisor: The L{Supervisor}.
     """
 
@@ -913,10 +917,10 @@ class HeldSockets(MultiService):
     def _dropHeld(self, config: NetdConfig) -> None:
         """
         Stop the held services that no longer fit their service in a
-        configuration now served (removed, or its programs changed): nothing
-        can replace them once root is dropped, so the workers do without
-        (an exec service forks its own spawner, as a reloaded single netd
-        does, and logs that a restart is needed).
+        configuration now served (removed, or its programs changed, which
+        after the drop is accepted only for programs that run as netd's own
+        user): nothing can replace them once root is dropped, so the
+        workers do without (an exec service forks its own spawner).
 
         @param config: The configuration.
         """
