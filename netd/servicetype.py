@@ -12,7 +12,7 @@ line in its registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
@@ -74,6 +74,64 @@ class ServiceContext:
         """
         return self.config.settings
 
+    @property
+    def heldDescriptor(self) -> int | None:
+        """
+        In a worker process, the descriptor of what the main process holds
+        for this instance (L{ServiceType.buildHeldService}), if it passed
+        one; L{None} otherwise.
+        """
+        return heldDescriptorFor(self.name)
+
+
+# In a worker process: the descriptors the main process passed for the
+# services it holds something for, by service name (set by
+# netd.workers.child before it builds or reloads its services; a process
+# has one set, as it has one set of inherited descriptors).
+_heldDescriptors: dict[str, int] = {}
+# ... and the services the main process holds something for that other
+# workers serve (their configuration is valid here too).
+_heldElsewhere: set[str] = set()
+
+
+def heldDescriptorFor(name: str) -> int | None:
+    """
+    @param name: A service's name.
+    @return: In a worker process, the descriptor the main process passed
+        for what it holds for that service; L{None} if none.
+    """
+    return _heldDescriptors.get(name)
+
+
+def isHeld(name: str) -> bool:
+    """
+    @param name: A service's name.
+    @return: Whether, in a worker process, the main process holds something
+        for that service (L{ServiceType.buildHeldService}), whether this
+        worker serves it or another one does.
+    """
+    return name in _heldDescriptors or name in _heldElsewhere
+
+
+def setHeldDescriptors(
+    descriptors: Mapping[str, int], elsewhere: Iterable[str] = ()
+) -> dict[str, int]:
+    """
+    Say which inherited descriptors are the main process's held services'
+    (L{ServiceType.buildHeldService}), for the instances built from now on.
+
+    @param descriptors: Descriptors by service name.
+    @param elsewhere: The services the main process holds something for
+        that other workers serve.
+    @return: The previous descriptors.
+    """
+    previous = dict(_heldDescriptors)
+    _heldDescriptors.clear()
+    _heldDescriptors.update(descriptors)
+    _heldElsewhere.clear()
+    _heldElsewhere.update(set(elsewhere) - set(descriptors))
+    return previous
+
 
 @frozen
 class ServiceType:
@@ -129,8 +187,20 @@ class ServiceType:
         started and stopped with it, in twistd's order (so their
         C{privilegedStartService} runs as root, before the drop); L{None}:
         none.
+    @ivar buildHeldService: With C{workers = N}: makes the service the main
+        process runs for an instance, beside the sockets it holds (an exec
+        service's spawner door keeper), called with the instance's
+        L{ServiceConfig<netd.config.ServiceConfig>} and the reactor; its
+        C{privilegedStartService} runs as root, before the drop. Its
+        C{fileno()} is handed to each worker that serves the instance, as
+        one more inherited descriptor (L{ServiceContext.heldDescriptor}
+        there), and its C{fits(config)} says whether it still serves a
+        reloaded configuration of the instance (if not, the main process
+        stops it and the workers are no longer given it). L{None}: none.
     @ivar checkNotes: Lines C{--check} prints under the instance (who an exec
-        service's programs run as); L{None}: none.
+        service's programs run as), called with its
+        L{ServiceConfig<netd.config.ServiceConfig>} and the number of
+        processes that serve (1, or the number of workers); L{None}: none.
     @ivar checkConfig: Checks that need the other services (one service
         naming another): called once every service is read, with this
         service's L{ServiceConfig<netd.config.ServiceConfig>} and every
@@ -183,7 +253,8 @@ class ServiceType:
         return self.perProcess
 
     buildServices: Callable[[ServiceContext], list[Any]] | None = None
-    checkNotes: Callable[[Any], list[str]] | None = None
+    buildHeldService: Callable[[Any, Any], Any] | None = None
+    checkNotes: Callable[[Any, int], list[str]] | None = None
 
     @property
     def transports(self) -> frozenset[str]:

@@ -262,7 +262,7 @@ class Options(usage.Options):
                     f"{workerPlacement(service, pinned)}\n"
                 )
                 if (notes := service.serviceType.checkNotes) is not None:
-                    for note in notes(service):
+                    for note in notes(service, resolveWorkers(config.workers)):
                         self.stdout.write(f"    {note}\n")
             if config.included:
                 self.stdout.write(f"  included: {', '.join(config.included)}\n")

@@ -27,12 +27,16 @@ from netd.descriptions import parseListener
 from netd.limits import Limits
 from netd.listeners import DatagramListenerService
 from netd.services import serviceTypes
+from netd.services import exec as execModule
 from netd.services.exec import (
     QUICK_FAILURES,
     THROTTLE_SECONDS,
     ExecProtocol,
     ExecSupervisor,
+    HeldSpawner,
     _StderrReader,
+    buildProgram,
+    checkConfig,
     checkNotes,
     checkProgram,
     command,
@@ -44,6 +48,7 @@ from netd.services.exec import (
 )
 from netd.sessions import SessionFactory
 from netd.spawn.client import SpawnError
+from netd.servicetype import setHeldDescriptors
 from netd.spawn.helper import Program
 from tests.support import makeContext
 
@@ -375,6 +380,128 @@ class CheckConfigTests(SynchronousTestCase):
             self.assertIn("switches to nobody at once (nothing stays root)", note)
         else:
             self.assertIn("no privileged spawner is needed", note)
+
+
+class WorkersCheckTests(SynchronousTestCase):
+    """
+    With workers, after the drop: an exec service whose programs run as
+    another user is valid only while the process still has the spawner
+    forked for them before the drop; C{--check} says where it comes from.
+    """
+
+    text = execConfig('command = ["/bin/cat"]\nuser = "daemon"\n')
+
+    def service(self, text: str | None = None) -> Any:
+        """
+        @param text: A configuration (L{text} if L{None}), valid for root.
+        @return: Its exec service's configuration.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("the configuration names another user: needs root")
+        return parseConfig(serviceTypes(), text or self.text, "netd.toml").services[0]
+
+    def afterDrop(self, service: Any) -> list[str]:
+        """
+        @param service: An exec service's configuration.
+        @return: Its problems, checked as if netd ran as nobody.
+        """
+        nobody = pwd.getpwnam("nobody").pw_uid
+        self.patch(execModule.os, "geteuid", lambda: nobody)
+        return [problem.message for problem in checkConfig(service, {})]
+
+    def test_refusedWithoutSpawner(self) -> None:
+        """
+        No spawner forked as root: refused, as in a single netd.
+        """
+        self.addCleanup(setHeldDescriptors, setHeldDescriptors({}))
+        [problem] = self.afterDrop(self.service())
+        self.assertIn("netd does not run as root", problem)
+
+    def test_workerWithHeldSpawner(self) -> None:
+        """
+        In a worker, a service the main process holds a spawner for (served
+        by this worker or another one) is valid.
+        """
+        service = self.service()
+        self.addCleanup(setHeldDescriptors, setHeldDescriptors({}, ["x"]))
+        self.assertEqual(self.afterDrop(service), [])
+        setHeldDescriptors({"x": 9})
+        self.assertEqual(self.afterDrop(service), [])
+
+    def test_mainProcessHeldSpawner(self) -> None:
+        """
+        In the main process, a service whose door keeper was forked as root
+        for the same program is valid; a new or changed program is refused,
+        saying that a restart applies it.
+        """
+        service = self.service()
+        changed = self.service(self.text.replace("/bin/cat", "/bin/sh"))
+        self.addCleanup(setHeldDescriptors, setHeldDescriptors({}))
+        self.patch(
+            execModule,
+            "_forkedAsRoot",
+            {"x": buildProgram("x", service.settings)},
+        )
+        self.assertEqual(self.afterDrop(service), [])
+        [problem] = self.afterDrop(changed)
+        self.assertEqual(
+            problem,
+            "netd dropped root after it started, and a spawner that runs programs "
+            "as uid 1 can only be forked before (the service is new or its "
+            "programs changed): restart netd to apply it",
+        )
+
+    def test_checkNotes(self) -> None:
+        """
+        With workers, C{--check} says the spawner is forked by the main
+        process and handed to worker 0.
+        """
+        service = self.service()
+        [note] = checkNotes(service, 2)
+        self.assertEqual(
+            note,
+            "programs run as daemon (uid 1, gid 1, groups 1): their spawner is "
+            "forked by the main process before netd drops root and handed to "
+            "worker 0, and switches to daemon at once (nothing stays root)",
+        )
+        [single] = checkNotes(service, 1)
+        self.assertNotIn("worker 0", single)
+
+
+class HeldSpawnerTests(TestCase):
+    """
+    L{HeldSpawner}, the main process's door keeper of an exec service.
+    """
+
+    async def test_fits(self) -> None:
+        """
+        It fits a reloaded service with the same programs (other settings
+        may change), not one with another program, nor once stopped; as
+        root it is remembered as forked as root until it stops.
+        """
+        user = 'user = "nobody"\n' if os.geteuid() == 0 else ""
+        text = execConfig('command = ["/bin/cat"]\n' + user)
+        service = parseConfig(serviceTypes(), text, "netd.toml").services[0]
+        held = HeldSpawner(service, reactor)
+        held.startService()
+        self.assertTrue(held.spawner.running)
+        self.assertGreaterEqual(held.fileno(), 0)
+        self.assertEqual("x" in execModule._forkedAsRoot, os.geteuid() == 0)
+        self.assertTrue(held.fits(service))
+        limits = parseConfig(
+            serviceTypes(),
+            text + "[services.x.limits]\nmax_sessions = 2\n",
+            "netd.toml",
+        ).services[0]
+        self.assertTrue(held.fits(limits))
+        other = parseConfig(
+            serviceTypes(), text.replace("/bin/cat", "/bin/sh"), "netd.toml"
+        ).services[0]
+        self.assertFalse(held.fits(other))
+        await held.stopService()
+        self.assertFalse(held.fits(service))
+        self.assertEqual(held.fileno(), -1)
+        self.assertNotIn("x", execModule._forkedAsRoot)
 
 
 class DescribeTests(SynchronousTestCase):

@@ -2,16 +2,22 @@
 """
 End to end: the real C{twistd netd} running real programs under exec
 services, talked to with real clients: C{git daemon --inetd} with
-C{git clone}, C{in.tftpd} (tftpd-hpa) in wait mode with C{tftp} (tftp-hpa).
+C{git clone}, C{in.tftpd} (tftpd-hpa) in wait mode with C{tftp} (tftp-hpa);
+and, with C{workers = 2} and C{[netd] user}, a program that prints its uid,
+read with C{nc} (netcat-openbsd).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -19,8 +25,10 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests import test_endtoend
-from tests.test_endtoend import freePorts
-from tests.test_listeners import LOOPBACK
+from tests.test_deployment import findInterpreterFor
+from tests.test_endtoend import Daemon, freePorts
+from tests.test_listeners import LOOPBACK, waitFor
+from tests.test_workers_e2e import alive, children
 
 CLIENT_TIMEOUT = 60
 
@@ -252,3 +260,174 @@ class ExecEndToEndTests(TestCase):
             r"polite session from .*\(drain deadline reached; pid \d+ killed by SIGTERM",
         )
         self.assertStoppedCleanly(daemon, code)
+
+
+def processUid(pid: int) -> int:
+    """
+    @param pid: A process.
+    @return: Its real user id.
+    """
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+class ExecWorkersEndToEndTests(TestCase):
+    """
+    An exec service in a netd with C{workers = 2} and C{[netd] user =
+    "nobody"}: its programs run as its own C{user}, through the spawner the
+    main process forked before it dropped root.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise self.skipTest("needs root (CI runs as root)")
+        if shutil.which("nc") is None:
+            raise self.skipTest("nc is missing (package netcat-openbsd)")
+        # The workers start after the switch to nobody: nobody must be able
+        # to run the interpreter and read the files.
+        interpreter = findInterpreterFor("nobody")
+        if interpreter is None:
+            raise self.skipTest("no Python that nobody can run with these packages")
+        self.python, self.pythonpath = interpreter
+        self.directory = tempfile.mkdtemp(prefix="netd-execworkers-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        os.chmod(self.directory, 0o755)
+        self.script = os.path.join(self.directory, "uid.sh")
+        with open(self.script, "w") as f:
+            f.write("#!/bin/sh\nid -u\n")
+        os.chmod(self.script, 0o755)
+
+    def writeConfig(self, text: str) -> str:
+        """
+        @param text: TOML text.
+        @return: The configuration file's path (readable by anyone).
+        """
+        path = os.path.join(self.directory, "netd.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+        return path
+
+    def netd(self, config: str) -> Daemon:
+        """
+        Start the real twistd netd as root, with the interpreter nobody can
+        run; kill it and whatever it left after the test.
+
+        @param config: The configuration file.
+        @return: The started daemon.
+        """
+        daemon = Daemon(
+            ["-n", "--pidfile=", "netd", "--config", config],
+            self.directory,
+            allowRoot=False,
+            command=[
+                self.python,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+            ],
+            env={"PYTHONPATH": self.pythonpath},
+        )
+
+        def killAll() -> None:
+            if daemon.process is not None and daemon.process.poll() is None:
+                for pid in children(daemon.process.pid):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            daemon.kill()
+
+        self.addCleanup(killAll)
+        daemon.start()
+        return daemon
+
+    async def uidFrom(self, port: int) -> int:
+        """
+        @param port: The exec service's port.
+        @return: The uid its program printed, read with C{nc}.
+        """
+        done = await deferToThread(
+            run, ["nc", "-N", "-w", "10", LOOPBACK, str(port)], self.directory
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return int(done.stdout.strip())
+
+    async def test_programsRunAsServiceUser(self) -> None:
+        """
+        C{nc} gets the uid of the service's user (daemon), not nobody's, from
+        the program worker 0 starts; C{--check} says the spawner is forked
+        by the main process and handed to worker 0. A reload that changes a
+        limit (applied in place), one that adds a listener (a new
+        generation of workers) and a restarted worker 0 keep it; a reload
+        that changes the program is refused with an error naming the
+        setting. The spawners run as daemon; at stop they are all gone.
+        """
+        daemonUid = pwd.getpwnam("daemon").pw_uid
+        nobodyUid = pwd.getpwnam("nobody").pw_uid
+        port, other = freePorts(2)
+        base = (
+            '[netd]\nworkers = 2\nuser = "nobody"\ndrain_timeout = 2\n'
+            '[services.who]\ntype = "exec"\n'
+            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+            f'command = ["{self.script}"]\nuser = "daemon"\n'
+        )
+        config = self.writeConfig(base)
+        check = await deferToThread(
+            run,
+            test_endtoend.twistdCommand() + ["netd", "--config", config, "--check"],
+            self.directory,
+        )
+        self.assertEqual(check.returncode, 0, check.stderr)
+        self.assertIn(
+            b"programs run as daemon (uid 1, gid 1, groups 1): their spawner is "
+            b"forked by the main process before netd drops root and handed to "
+            b"worker 0, and switches to daemon at once (nothing stays root)",
+            check.stdout,
+        )
+        daemon = self.netd(config)
+        await daemon.waitForOutput(r"netd ready with 2 workers")
+        assert daemon.process is not None
+        main = daemon.process.pid
+        await waitFor(lambda: len(children(main)) == 3, 20, "2 workers and a spawner")
+        [keeper] = [pid for pid in children(main) if processUid(pid) == daemonUid]
+        self.assertEqual(processUid(main), nobodyUid)
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        self.writeConfig(base + "[services.who.limits]\nmax_sessions = 5\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        await daemon.waitForOutput(r"reloaded .*changed: who; applied by the 2 workers")
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        self.writeConfig(
+            base + f'[services.echo]\ntype = "echo"\n'
+            f'listen = ["tcp:{other}:interface=127.0.0.1"]\n'
+        )
+        daemon.process.send_signal(signal.SIGHUP)
+        await daemon.waitForOutput(r"reloaded .*added: echo.*2 new workers serve it")
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        readyLines = await daemon.waitForOutput(r"worker 0 ready \(pid \d+\)", count=2)
+        worker0 = int(readyLines[-1].rsplit("pid ", 1)[1].strip().rstrip(")"))
+        os.kill(worker0, signal.SIGKILL)
+        await daemon.waitForOutput(r"worker 0 ready \(pid \d+\)", count=3)
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        self.writeConfig(base.replace('uid.sh"]', 'uid.sh", "changed"]'))
+        daemon.process.send_signal(signal.SIGHUP)
+        await daemon.waitForOutput(
+            r"reload failed, still running the previous configuration: .*"
+            r"services\.who\.user: netd dropped root after it started.*restart netd"
+        )
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        # worker 0's own spawner, forked by the door keeper: not root either.
+        await waitFor(lambda: len(children(keeper)) == 1, 10, "one spawner")
+        spawners = children(keeper)
+        self.assertEqual([processUid(pid) for pid in spawners], [daemonUid])
+        code = await daemon.stop()
+        self.assertEqual(code, 0, daemon.stderr)
+        for pid in [keeper, *spawners]:
+            await waitFor(lambda: not alive(pid), 10, f"the end of spawner {pid}")

@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from netd.spawn.client import Spawner, SpawnError
+from netd.spawn.client import DoorSpawner, Spawner, SpawnError
 from netd.spawn.helper import Program, connectionEnvironment
 
 
@@ -316,5 +316,164 @@ class SpawnerTests(TestCase):
         self.assertEqual(lines["Groups"].split(), [str(nobody.pw_gid)])
 
 
+def uidOf(pid: int) -> set[str]:
+    """
+    @param pid: A process.
+    @return: Its real, effective, saved and filesystem user ids.
+    """
+    with open(f"/proc/{pid}/status") as f:
+        return {
+            uid for line in f if line.startswith("Uid:") for uid in line.split()[1:]
+        }
+
+
+class DoorSpawnerTests(TestCase):
+    """
+    L{DoorSpawner} (the main process of a netd with workers) forks a door
+    keeper; a L{Spawner} given its door (in a worker) gets a spawner of its
+    own from it, with no fork of its own.
+    """
+
+    timeout = 30
+
+    def keeper(self, program: Program) -> DoorSpawner:
+        """
+        @param program: What its spawners run.
+        @return: A started door keeper, stopped at clean-up.
+        """
+        keeper = DoorSpawner(program, reactor, "test")
+        keeper.start()
+        self.addCleanup(keeper.stop)
+        return keeper
+
+    def throughDoor(self, keeper: DoorSpawner) -> Spawner:
+        """
+        @param keeper: A door keeper.
+        @return: A started spawner asked for on its door, stopped at
+            clean-up.
+        """
+
+        def noFork() -> int:
+            raise AssertionError("a spawner given a door must not fork")
+
+        spawner = Spawner(
+            keeper.program, reactor, "test", forkHelper=noFork, door=keeper.doorFileno()
+        )
+        spawner.start()
+        self.addCleanup(spawner.stop)
+        return spawner
+
+    async def runOn(self, spawner: Spawner) -> tuple[int, bytes]:
+        """
+        Run the program once.
+
+        @param spawner: The spawner.
+        @return: The wait status and standard output.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        ended: defer.Deferred[int] = defer.Deferred()
+        try:
+            pid = await spawner.spawn(theirs.fileno(), theirs.fileno(), {})
+        finally:
+            theirs.close()
+        spawner.onExit(pid, ended.callback)
+        from twisted.internet.threads import deferToThread
+
+        out = await deferToThread(readAll, ours)
+        return await ended, out
+
+    async def test_spawnerThroughDoor(self) -> None:
+        """
+        Two spawners asked for on one door run the program independently:
+        each hears only its own child's exit. The door keeper starts no
+        program itself.
+        """
+        keeper = self.keeper(Program(argv=("/bin/echo", "through the door")))
+        self.assertEqual(await keeper.ready, os.geteuid())
+        first, second = self.throughDoor(keeper), self.throughDoor(keeper)
+        self.assertEqual(await first.ready, os.geteuid())
+        self.assertEqual(await second.ready, os.geteuid())
+        self.assertIsNone(first.pid)
+        self.assertEqual(await self.runOn(first), (0, b"through the door\n"))
+        self.assertEqual(await self.runOn(second), (0, b"through the door\n"))
+        with self.assertRaises(SpawnError):
+            await keeper.spawn(0, 0, {})
+
+    async def test_switchesUser(self) -> None:
+        """
+        As root, the door keeper switches to the program's user at once, and
+        so do the spawners it forks and their programs.
+        """
+        if os.geteuid() != 0:
+            raise self.skipTest("switching users needs root")
+        daemon = pwd.getpwnam("daemon")
+        keeper = self.keeper(
+            Program(
+                argv=("/usr/bin/id", "-u"),
+                uid=daemon.pw_uid,
+                gid=daemon.pw_gid,
+                groups=(daemon.pw_gid,),
+            )
+        )
+        self.assertEqual(await keeper.ready, daemon.pw_uid)
+        assert keeper.pid is not None
+        self.assertEqual(uidOf(keeper.pid), {str(daemon.pw_uid)})
+        spawner = self.throughDoor(keeper)
+        self.assertEqual(await spawner.ready, daemon.pw_uid)
+        self.assertEqual(await self.runOn(spawner), (0, b"%d\n" % daemon.pw_uid))
+
+    async def test_keeperEndsSpawnersStay(self) -> None:
+        """
+        Stopping the door keeper (the main process closing its control
+        socket) ends it and closes its door; a spawner it forked keeps
+        serving its channel until that closes, and a new one cannot be
+        asked for.
+        """
+        keeper = self.keeper(Program(argv=("/bin/echo", "still here")))
+        spawner = self.throughDoor(keeper)
+        await spawner.ready
+        door = os.dup(keeper.doorFileno())
+        self.addCleanup(os.close, door)
+        await keeper.stop()
+        self.assertIsNone(keeper.pid)
+        self.assertEqual(keeper.doorFileno(), -1)
+        self.assertEqual(await self.runOn(spawner), (0, b"still here\n"))
+        late = Spawner(keeper.program, reactor, "test", door=door)
+        with self.assertRaises(OSError):
+            late.start()
+        self.assertFalse(late.running)
+
+    async def test_channelEndsSpawner(self) -> None:
+        """
+        Closing a channel (a worker's spawner stopping) ends the spawner the
+        door keeper forked for it, and its running child gets SIGTERM.
+        """
+        keeper = self.keeper(Program(argv=("/bin/sleep", "60")))
+        spawner = self.throughDoor(keeper)
+        await spawner.ready
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        try:
+            await spawner.spawn(theirs.fileno(), theirs.fileno(), {})
+        finally:
+            theirs.close()
+        assert keeper.pid is not None
+        spawner.stop()
+        from twisted.internet.threads import deferToThread
+
+        # sleep's socket closes when SIGTERM ends it.
+        self.assertEqual(await deferToThread(readAll, ours), b"")
+        # The door keeper reaps the spawner it forked.
+        for _ in range(200):
+            with open(f"/proc/{keeper.pid}/task/{keeper.pid}/children") as f:
+                if not f.read().split():
+                    break
+            await deferLater(reactor, 0.01, lambda: None)
+        with open(f"/proc/{keeper.pid}/task/{keeper.pid}/children") as f:
+            self.assertEqual(f.read().split(), [])
+
+
 if sys.platform != "linux":
     SpawnerTests.skip = "the spawner uses pidfds (Linux)"  # type: ignore[attr-defined]
+    DoorSpawnerTests.skip = SpawnerTests.skip  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import socket
 import tempfile
@@ -28,10 +29,14 @@ from netd.daemon import NetdService
 from netd.sockets import SharedTCPPort, TCPPort, UDPPort
 from netd.systemd import InheritedSockets
 from netd.transport import WriteThroughServer
+from netd.services.exec import buildProgram, supervisorFor
+from netd.servicetype import heldDescriptorFor, isHeld, setHeldDescriptors
+from netd.spawn.client import DoorSpawner
 from netd.workers.child import (
     ControlReader,
     EventPipe,
     Worker,
+    keepHeld,
     servedConfig,
     workerService,
 )
@@ -242,6 +247,143 @@ class AdoptionTests(TestCase):
             tcpExchange, LOOPBACK, self.tcp.getsockname()[1], b"systemd"
         )
         self.assertEqual(result.received, b"systemd")
+
+
+class HeldSpawnerTests(TestCase):
+    """
+    Worker 0 with the door of an exec service's door keeper (forked by the
+    main process, here by the test): its supervisor asks the door for a
+    spawner instead of forking one, also after a reload in place, until
+    the main process stops naming the door.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.tcp = boundSocket(socket.SOCK_STREAM)
+        self.addCleanup(self.tcp.close)
+        self.port = self.tcp.getsockname()[1]
+        self.user = 'user = "daemon"\n' if os.geteuid() == 0 else ""
+        self.text = (
+            '[services.x]\ntype = "exec"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+            f'command = ["/usr/bin/id", "-u"]\n{self.user}'
+        )
+        config = parseConfig(serviceTypes(), self.text, "netd.toml")
+        self.keeper = DoorSpawner(
+            buildProgram("x", config.services[0].settings), reactor, "x"
+        )
+        self.keeper.start()
+        self.addCleanup(self.keeper.stop)
+        self.door = os.dup(self.keeper.doorFileno())
+        self.addCleanup(setHeldDescriptors, setHeldDescriptors({"x": self.door}))
+
+    def expectedUid(self) -> int:
+        """
+        @return: The uid the programs run as.
+        """
+        return pwd.getpwnam("daemon").pw_uid if self.user else os.geteuid()
+
+    async def uid(self) -> int:
+        """
+        @return: What the program printed to a client.
+        """
+
+        def read() -> bytes:
+            with socket.create_connection((LOOPBACK, self.port), timeout=10) as s:
+                chunks = []
+                while chunk := s.recv(100):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+
+        return int(await deferToThread(read))
+
+    async def test_spawnerThroughDoor(self) -> None:
+        """
+        The exec service's spawner comes through the door (no fork of its
+        own), and its programs run as the service's user; a reload in place
+        that changes the service gets a new spawner through the same door;
+        one that no longer names the door closes it.
+        """
+        given = {"x/tcp:0:interface=127.0.0.1": os.dup(self.tcp.fileno())}
+        service = workerService(
+            parseConfig(serviceTypes(), self.text, "netd.toml"),
+            reactor,
+            None,
+            index=0,
+            sockets=given,
+        )
+        self.addCleanup(service.stopService)
+        service.startService()
+        [instance] = service.served.serviceInstances()
+        supervisor = supervisorFor(instance.context)
+        self.assertEqual(supervisor.spawner.door, self.door)
+        self.assertIsNone(supervisor.spawner.pid)
+        self.assertEqual(await supervisor.spawner.ready, self.expectedUid())
+        self.assertEqual(await self.uid(), self.expectedUid())
+
+        worker = Worker(0, service, AnswerRecorder([]))
+        message = {
+            "source": "netd.toml",
+            "sockets": dict(given),
+            "ownPorts": [self.port],
+        }
+        result = await worker.reloadFrom(
+            {
+                **message,
+                "text": self.text + "[services.x.limits]\nmax_sessions = 3\n",
+                "held": {"x": 99},
+                "heldNames": ["x"],
+            }
+        )
+        self.assertTrue(result.applied, result.summary)
+        [instance] = service.served.serviceInstances()
+        reloaded = supervisorFor(instance.context)
+        self.assertIsNot(reloaded, supervisor)
+        # The inherited descriptor, not the number of a fresh worker.
+        self.assertEqual(reloaded.spawner.door, self.door)
+        self.assertEqual(await self.uid(), self.expectedUid())
+
+        result = await worker.reloadFrom(
+            {
+                **message,
+                "text": self.text + "[services.x.limits]\nmax_sessions = 3\n",
+                "held": {},
+                "heldNames": [],
+            }
+        )
+        self.assertIsNone(heldDescriptorFor("x"))
+        self.assertFalse(isHeld("x"))
+        # Unchanged: the instance keeps the spawner it has.
+        self.assertTrue(result.applied, result.summary)
+        [instance] = service.served.serviceInstances()
+        self.assertIs(supervisorFor(instance.context), reloaded)
+
+
+class KeepHeldTests(SynchronousTestCase):
+    """
+    L{keepHeld}: on a reload, the held descriptors the main process no
+    longer names are closed.
+    """
+
+    def test_keepHeld(self) -> None:
+        """
+        Named ones stay (with their inherited numbers), others are closed;
+        the services other workers serve are remembered as held.
+        """
+        kept, dropped = os.open(os.devnull, os.O_RDONLY), os.open(
+            os.devnull, os.O_RDONLY
+        )
+        self.addCleanup(os.close, kept)
+        self.addCleanup(
+            setHeldDescriptors, setHeldDescriptors({"a": kept, "b": dropped})
+        )
+        keepHeld({"a": 4}, ["a", "c"])
+        self.assertEqual(heldDescriptorFor("a"), kept)
+        self.assertIsNone(heldDescriptorFor("b"))
+        self.assertTrue(isHeld("c"))
+        self.assertFalse(isHeld("b"))
+        with self.assertRaises(OSError):
+            os.fstat(dropped)
 
 
 class ServedConfigTests(SynchronousTestCase):

@@ -26,6 +26,7 @@ from netd.config import ConfigError, parseConfig, resolveWorkers
 from netd.services import serviceTypes
 from netd.daemon import NetdService
 from netd.instances import InProcessServices
+from netd.services.exec import HeldSpawner
 from netd.tap import Options, makeService
 from netd.workers.control import FIRST_SOCKET_FD, encodeMessage, reloadedMessage
 from netd.workers.plan import (
@@ -379,6 +380,59 @@ def makePlan(count: int = 2, text: str = ECHO, fds: dict[str, int] | None = None
     if fds is None:
         fds = {"echo/tcp:7:interface=127.0.0.1": 17}
     return WorkerPlan(config, tuple(dict(fds) for _ in range(count)), (7,))
+
+
+class HeldPlanTests(SynchronousTestCase):
+    """
+    L{WorkerPlan.held}: what the main process holds for the services a
+    worker serves (an exec service's spawner door) is inherited after its
+    sockets and named in its start message.
+    """
+
+    def plan(self) -> WorkerPlan:
+        """
+        @return: A plan in which worker 0 serves C{x} and has its door.
+        """
+        config = parseConfig(serviceTypes(), ECHO, "netd.toml")
+        return WorkerPlan(
+            config,
+            ({"echo/tcp:7": 17, "echo/udp:7": 12, "x/tcp:79": 9}, {"echo/tcp:7": 17}),
+            (7,),
+            ({"x": 30, "a": 31}, {}),
+        )
+
+    def test_childFDs(self) -> None:
+        """
+        Worker 0 inherits the held descriptors after its sockets, in service
+        name order; worker 1 none.
+        """
+        plan = self.plan()
+        self.assertEqual(plan.childSockets(0)[0], {4: 9, 5: 12, 6: 17, 7: 31, 8: 30})
+        self.assertEqual(plan.childHeld(0), {"a": 7, "x": 8})
+        self.assertEqual(plan.childSockets(1)[0], {4: 17})
+        self.assertEqual(plan.childHeld(1), {})
+
+    def test_message(self) -> None:
+        """
+        The start message names each worker's held descriptors, and every
+        held service (another worker's too: the configuration is valid for
+        them all).
+        """
+        plan = self.plan()
+        first = json.loads(plan.message(0))
+        second = json.loads(plan.message(1))
+        self.assertEqual(first["held"], {"a": 7, "x": 8})
+        self.assertEqual(second["held"], {})
+        self.assertEqual(first["heldNames"], ["a", "x"])
+        self.assertEqual(second["heldNames"], ["a", "x"])
+
+    def test_noneHeld(self) -> None:
+        """
+        A plan without held descriptors passes only the sockets.
+        """
+        plan = makePlan(2)
+        self.assertEqual(plan.childSockets(0)[0], {4: 17})
+        self.assertEqual(json.loads(plan.message(0))["held"], {})
 
 
 class SupervisorTests(SynchronousTestCase):
@@ -951,6 +1005,161 @@ class SupervisorServiceTests(TestCase):
             spawned.end(0)
         await stopped
         self.assertEqual(len(done), 1)
+
+    def execText(self, command: str = "/bin/cat", extra: str = "") -> str:
+        """
+        @param command: The exec service's program.
+        @param extra: More TOML.
+        @return: A configuration with an exec service C{x} and an echo
+            service.
+        """
+        user = 'user = "nobody"\n' if os.geteuid() == 0 else ""
+        return (
+            f'[services.x]\ntype = "exec"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+            f'command = ["{command}"]\n{user}'
+            '[services.echo]\ntype = "echo"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+            + extra
+        )
+
+    def test_execSpawnerHeld(self) -> None:
+        """
+        The main process forks an exec service's door keeper when it starts
+        (as root, before the drop) and hands its door to worker 0 only, which
+        serves the service, as one more inherited descriptor named in its
+        start message; a restarted worker 0 is given it again.
+        """
+        service = self.start(self.execText())
+        held = service.served.heldServices["x"]
+        self.assertIsInstance(held, HeldSpawner)
+        self.assertTrue(held.spawner.running)
+        self.assertIn(held, list(service.served))
+        door = held.fileno()
+        first, second = self.processes.spawned
+        [header] = first.transport.lines()
+        number = header["held"]["x"]
+        self.assertEqual(first.childFDs[number], door)
+        self.assertNotIn(door, second.childFDs.values())
+        self.assertEqual(second.transport.lines()[0]["held"], {})
+        self.assertEqual(second.transport.lines()[0]["heldNames"], ["x"])
+        first.ready()
+        first.end(1)
+        self.processes.advance(1)
+        again = self.processes.spawned[2]
+        self.assertEqual(again.transport.lines()[0]["index"], 0)
+        self.assertEqual(again.childFDs[number], door)
+        self.assertEqual(again.transport.lines()[0]["held"], {"x": number})
+
+    def test_reloadKeepsHeld(self) -> None:
+        """
+        A reload in place that changes an exec service but not its program
+        keeps its door keeper and names it again to worker 0; a generation
+        swap hands the same door to the new worker 0.
+        """
+        service = self.start(self.execText())
+        held = service.served.heldServices["x"]
+        for spawned in self.processes.spawned:
+            spawned.ready()
+        self.write(self.execText(extra="[services.x.limits]\nmax_sessions = 5\n"))
+        reloaded = service.reload()
+        first = self.processes.spawned[0]
+        number = first.transport.lines()[0]["held"]["x"]
+        self.assertEqual(first.transport.lines()[1]["held"], {"x": number})
+        for spawned in self.processes.spawned:
+            spawned.reloaded(True, "changed: x")
+        self.assertTrue(self.successResultOf(reloaded).applied)
+        self.assertTrue(held.spawner.running)
+        self.write(
+            self.execText(
+                extra='[services.more]\ntype = "discard"\n'
+                'listen = ["tcp:0:interface=127.0.0.1"]\n'
+            )
+        )
+        result: list[Any] = []
+        service.reload().addCallback(lambda r: result.append(r.applied))
+        newFirst = self.processes.spawned[2]
+        header = newFirst.transport.lines()[0]
+        self.assertEqual(newFirst.childFDs[header["held"]["x"]], held.fileno())
+        for spawned in self.processes.spawned[2:]:
+            spawned.ready()
+        self.assertEqual(result, [True])
+        self.assertIs(service.served.heldServices["x"], held)
+        self.assertTrue(held.spawner.running)
+
+    async def test_reloadChangedProgram(self) -> None:
+        """
+        A reload that changes an exec service's program (accepted only when
+        netd is still root, or runs programs as its own user) stops its door
+        keeper: worker 0 is no longer given it.
+        """
+        service = self.start(self.execText())
+        held = service.served.heldServices["x"]
+        for spawned in self.processes.spawned:
+            spawned.ready()
+        self.write(self.execText(command="/bin/sh"))
+        reloaded = service.reload()
+        first = self.processes.spawned[0]
+        self.assertEqual(first.transport.lines()[1]["held"], {})
+        self.assertEqual(first.transport.lines()[1]["heldNames"], [])
+        for spawned in self.processes.spawned:
+            spawned.reloaded(True, "changed: x")
+        self.assertTrue(self.successResultOf(reloaded).applied)
+        self.assertFalse(held.spawner.running)
+        self.assertEqual(service.served.heldServices, {})
+        self.assertNotIn(held, list(service.served))
+        [line] = [
+            formatEvent(e)
+            for e in self.events
+            if "its spawner, forked before root was dropped" in formatEvent(e)
+        ]
+        self.assertEqual(
+            line,
+            "x: its spawner, forked before root was dropped, is stopped: the "
+            "service is changed",
+        )
+        await held.spawner.stop()
+        self.assertIsNone(held.spawner.pid)
+
+    async def test_removedServiceHeldStopped(self) -> None:
+        """
+        A reload that removes an exec service (here with a new generation)
+        stops its door keeper once the new workers serve; until then the old
+        worker 0 may still be restarted with it.
+        """
+        service = self.start(self.execText())
+        held = service.served.heldServices["x"]
+        for spawned in self.processes.spawned:
+            spawned.ready()
+        self.write(
+            '[services.more]\ntype = "discard"\nlisten = ["tcp:0:interface=127.0.0.1"]\n'
+        )
+        result: list[Any] = []
+        service.reload().addCallback(lambda r: result.append(r.applied))
+        self.assertTrue(held.spawner.running)
+        for spawned in self.processes.spawned[2:]:
+            self.assertEqual(spawned.transport.lines()[0]["held"], {})
+            spawned.ready()
+        self.assertEqual(result, [True])
+        self.assertFalse(held.spawner.running)
+        self.assertEqual(service.served.heldServices, {})
+        await held.spawner.stop()
+
+    async def test_stopEndsHeld(self) -> None:
+        """
+        Stopping the main process ends the door keeper (its process is
+        reaped).
+        """
+        service = self.start(self.execText())
+        held = service.served.heldServices["x"]
+        pid = held.spawner.pid
+        self.assertIsNotNone(pid)
+        stopped = service.stopService()
+        for spawned in self.processes.spawned:
+            spawned.end(0)
+        await stopped
+        self.assertFalse(held.spawner.running)
+        self.assertIsNone(held.spawner.pid)
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
     def test_secondSIGTERM(self) -> None:
         """

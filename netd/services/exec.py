@@ -21,7 +21,10 @@ socket is handed to one program as stdin and stdout, and netd does not
 look at it again until the program exits.
 
 Every program is started by the service's spawner (L{netd.spawn}), forked
-before netd drops root and switched at once to the service's C{user}. Its
+before netd drops root and switched at once to the service's C{user}. With
+C{workers = N} the main process forks the service's door keeper
+(L{HeldSpawner}) before the drop and hands its door to worker 0, whose
+supervisor asks it for a spawner instead of forking one. Its
 stderr is a socket netd reads: one log event per line, at most
 C{stderr_lines} per program, each cut at 1,024 bytes. A program that fails
 (non-zero status or a signal, or cannot be started) within a second of
@@ -53,9 +56,9 @@ from zope.interface import implementer
 from netd.datagrams import ServiceDatagramProtocol
 from netd.descriptions import DatagramListener
 from netd.privileges import resolveAccount
-from netd.servicetype import ServiceContext, ServiceType
+from netd.servicetype import ServiceContext, ServiceType, isHeld
 from netd.settings import Problem, Setting, boolean, describe, integer, number
-from netd.spawn.client import Spawner, SpawnError
+from netd.spawn.client import DoorSpawner, Spawner, SpawnError
 from netd.spawn.helper import Program
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -406,7 +409,10 @@ class ExecSupervisor(Service):
         settings = context.settings
         self.setName(f"{context.name}/spawner")
         self.spawner = spawner or Spawner(
-            buildProgram(context.name, settings), context.reactor, context.name
+            buildProgram(context.name, settings),
+            context.reactor,
+            context.name,
+            door=context.heldDescriptor,
         )
         self.killGrace: float = settings["kill_grace"]
         self.stderrLines: int = settings["stderr_lines"]
@@ -433,6 +439,18 @@ class ExecSupervisor(Service):
         if self.spawner.running:
             return
         program = self.spawner.program
+        if self.spawner.door is not None:
+            # A worker: the main process forked the door keeper as root.
+            try:
+                self.spawner.start()
+            except OSError as e:
+                self._log.error(
+                    "{service}: cannot reach the spawner the main process "
+                    "forked ({error}): its programs cannot start; restart netd",
+                    service=self.context.name,
+                    error=e.strerror or str(e),
+                )
+            return
         self.spawner.start()
         if program.uid is not None and os.geteuid() not in (0, program.uid):
             self._log.error(
@@ -999,6 +1017,112 @@ def buildServices(context: ServiceContext) -> list[Service]:
     return [supervisorFor(context)]
 
 
+# In the main process of a netd with workers: the programs of the door
+# keepers forked as root (HeldSpawner), by service name; a configuration
+# reloaded after the drop may keep them (checkConfig).
+_forkedAsRoot: dict[str, Program] = {}
+
+
+def spawnerHeldFor(name: str, program: Program) -> bool:
+    """
+    Whether this process, no longer root, still has a spawner forked as
+    root for a service's programs: in the main process of a netd with
+    workers, a door keeper forked for exactly this program; in a worker,
+    one the main process holds (it passes its door, to the worker that
+    serves the service, only for the same program).
+
+    @param name: The service's name.
+    @param program: Its programs.
+    @return: Whether its programs can still run as their own user.
+    """
+    return _forkedAsRoot.get(name) == program or isHeld(name)
+
+
+class HeldSpawner(Service):
+    """
+    With C{workers = N}, in the main process: an exec service's door keeper
+    (L{DoorSpawner}), forked while netd is still root, whose door the
+    workers that serve the service inherit (L{fileno}); there each instance
+    of the service asks it for a spawner of its own. Nothing of it stays
+    root unless the service's user is root (C{allow_root}).
+
+    @ivar spawner: The door keeper.
+    """
+
+    def __init__(self, config: Any, reactor: Any) -> None:
+        """
+        @param config: The service's L{ServiceConfig<netd.config.ServiceConfig>}.
+        @param reactor: The reactor.
+        """
+        self.setName(f"{config.name}/spawner")
+        self.spawner = DoorSpawner(
+            buildProgram(config.name, config.settings), reactor, config.name
+        )
+
+    def privilegedStartService(self) -> None:
+        """
+        Fork the door keeper now, while netd may still be root.
+        """
+        Service.privilegedStartService(self)
+        self._start()
+
+    def startService(self) -> None:
+        """
+        Fork the door keeper unless L{privilegedStartService} did.
+        """
+        Service.startService(self)
+        self._start()
+
+    def _start(self) -> None:
+        if self.spawner.running:
+            return
+        asRoot = os.geteuid() == 0
+        self.spawner.start()
+        if asRoot:
+            _forkedAsRoot[self.spawner.name] = self.spawner.program
+
+    def stopService(self) -> defer.Deferred[None]:
+        """
+        Close the control socket and the door: the door keeper exits (the
+        spawners it forked end when their workers close their channels).
+
+        @return: A L{Deferred} firing once it is reaped.
+        """
+        Service.stopService(self)
+        if _forkedAsRoot.get(self.spawner.name) == self.spawner.program:
+            del _forkedAsRoot[self.spawner.name]
+        return self.spawner.stop()
+
+    def fileno(self) -> int:
+        """
+        @return: The door, for the workers (-1 if not running).
+        """
+        return self.spawner.doorFileno()
+
+    def fits(self, config: Any) -> bool:
+        """
+        Whether its programs are those of a (reloaded) configuration of the
+        service: same command, account, environment, directory and limits.
+
+        @param config: The service's new L{ServiceConfig<netd.config.ServiceConfig>}.
+        @return: Whether the workers may still be given its door.
+        """
+        try:
+            program = buildProgram(config.name, config.settings)
+        except (KeyError, ValueError, OverflowError):
+            return False
+        return self.spawner.running and program == self.spawner.program
+
+
+def buildHeldService(config: Any, reactor: Any) -> HeldSpawner:
+    """
+    @param config: An exec service's L{ServiceConfig<netd.config.ServiceConfig>}.
+    @param reactor: The reactor.
+    @return: Its door keeper, for the main process of a netd with workers.
+    """
+    return HeldSpawner(config, reactor)
+
+
 def _canRun(st: os.stat_result, uid: int, groups: tuple[int, ...], bit: int) -> bool:
     """
     Whether an account gets a permission on a file (as the kernel decides
@@ -1149,15 +1273,24 @@ def checkConfig(config: Any, services: Mapping[str, Any]) -> list[Problem]:
                     "allow_root = true if it needs root (and drops it itself)",
                 )
             )
-        if euid != 0 and uid != euid:
-            problems.append(
-                Problem(
-                    f"{path}.user",
+        if (
+            euid != 0
+            and uid != euid
+            and not spawnerHeldFor(config.name, buildProgram(config.name, settings))
+        ):
+            if _forkedAsRoot:
+                why = (
+                    "netd dropped root after it started, and a spawner that runs "
+                    f"programs as uid {uid} can only be forked before (the service "
+                    "is new or its programs changed): restart netd to apply it"
+                )
+            else:
+                why = (
                     f"netd does not run as root, so its programs run as its own "
                     f"user (uid {euid}), not uid {uid}: start netd as root or "
-                    "leave user unset",
+                    "leave user unset"
                 )
-            )
+            problems.append(Problem(f"{path}.user", why))
     problem = checkProgram(settings["command"][0], uid, groups)
     if problem is not None:
         problems.append(Problem(f"{path}.command", problem))
@@ -1168,12 +1301,13 @@ def checkConfig(config: Any, services: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-def checkNotes(config: Any) -> list[str]:
+def checkNotes(config: Any, processes: int = 1) -> list[str]:
     """
     What C{--check} says about an exec service: who its programs run as,
     and through what.
 
     @param config: Its L{ServiceConfig<netd.config.ServiceConfig>}.
+    @param processes: 1, or the number of workers.
     @return: Lines.
     """
     settings = config.settings
@@ -1184,14 +1318,18 @@ def checkNotes(config: Any) -> list[str]:
             f"programs run as netd's own user ({name}); no privileged spawner "
             "is needed"
         ]
+    if processes > 1:
+        forked = (
+            "their spawner is forked by the main process before netd drops root "
+            "and handed to worker 0"
+        )
+    else:
+        forked = "their spawner is forked before netd drops root"
     if account.uid == 0:
-        return [
-            "programs run as root (allow_root): their spawner, forked before netd "
-            "drops root, stays root"
-        ]
+        return [f"programs run as root (allow_root): {forked}, and stays root"]
     return [
-        f"programs run as {account.describe()}: their spawner is forked before "
-        f"netd drops root and switches to {account.name} at once (nothing stays root)"
+        f"programs run as {account.describe()}: {forked}, and switches to "
+        f"{account.name} at once (nothing stays root)"
     ]
 
 
@@ -1273,5 +1411,6 @@ exec_ = ServiceType(
     buildServices=buildServices,
     checkConfig=checkConfig,
     checkNotes=checkNotes,
+    buildHeldService=buildHeldService,
     perProcess=True,
 )

@@ -7,6 +7,11 @@ The socketpair is C{SOCK_SEQPACKET} (one record per message, descriptors
 attached to it), which Twisted has no transport for, so L{Spawner} is its
 own small L{IReadDescriptor} on the reactor and sends with C{sendmsg}
 (records are tiny; the kernel buffer takes them at once).
+
+With C{workers = N}, the main process forks a L{DoorSpawner} per exec
+service while it is root, and hands its door to the workers that serve the
+service; there a L{Spawner} given the door (C{door=}) asks the door keeper
+for a spawner of its own instead of forking one.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReadDescriptor
@@ -25,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netd.spawn.helper import MAX_MESSAGE, Program, serve
+from netd.spawn.helper import MAX_MESSAGE, Program, serve, serveDoor
 
 
 class SpawnError(Exception):
@@ -51,11 +56,25 @@ class Spawner:
     uid: int | None = None
 
     def __init__(
-        self, program: Program, reactor: Any, name: str, forkHelper: Any = os.fork
+        self,
+        program: Program,
+        reactor: Any,
+        name: str,
+        forkHelper: Any = os.fork,
+        door: int | None = None,
     ) -> None:
+        """
+        @param program: What it runs.
+        @param reactor: The reactor.
+        @param name: The service's name, for the log.
+        @param forkHelper: L{os.fork}, or a replacement in tests.
+        @param door: A door keeper's door (L{DoorSpawner}) to ask for the
+            spawner, instead of forking one; L{None}: fork it.
+        """
         self.program = program
         self.reactor = reactor
         self.name = name
+        self.door = door
         self._fork = forkHelper
         self._sock: socket.socket | None = None
         self._pending: dict[int, defer.Deferred[int]] = {}
@@ -73,20 +92,49 @@ class Spawner:
 
     def start(self) -> None:
         """
-        Fork the spawner process and start reading its messages.
+        Fork the spawner process (or, given a L{door}, ask its door keeper
+        for one) and start reading its messages.
 
-        @raise OSError: If it cannot be forked.
+        @raise OSError: If it cannot be forked, or the door is closed.
         """
         if self._sock is not None:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if self.door is not None:
+            try:
+                with socket.socket(fileno=os.dup(self.door)) as door:
+                    socket.send_fds(door, [b'{"op": "channel"}'], [theirs.fileno()])
+            except OSError:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            self._adopt(ours, None)
+            return
         pid = self._fork()
         if pid == 0:
             ours.close()
-            serve(theirs, self.program)
+            self._serve(theirs)
         theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
+        self._adopt(ours, pid)
+
+    def _serve(self, sock: socket.socket) -> NoReturn:
+        """
+        In the forked process: be the spawner.
+
+        @param sock: Its end of the socketpair.
+        """
+        serve(sock, self.program)
+
+    def _adopt(self, sock: socket.socket, pid: int | None) -> None:
+        """
+        Start reading the spawner's messages.
+
+        @param sock: netd's end of its socketpair.
+        @param pid: Its pid, if netd forked it (and so reaps it).
+        """
+        sock.setblocking(False)
+        self._sock = sock
         self.pid = pid
         self.reactor.addReader(self)
 
@@ -260,3 +308,77 @@ class Spawner:
                 d.callback(None)
         else:
             self.reactor.callLater(0.01, self._reapHelper, attempts - 1)
+
+
+class DoorSpawner(Spawner):
+    """
+    A door keeper (L{netd.spawn.helper.serveDoor}), forked by the main
+    process of a netd with workers while it is root: it switches to the
+    program's account at once and forks a spawner for each channel a worker
+    asks for on its door (L{Spawner} with C{door=}).
+
+    Its control socket (this object's L{fileno}) is the main process's
+    alone: it carries the C{ready} message, and closing it ends the door
+    keeper. The door (L{doorFileno}) is what the workers inherit.
+    """
+
+    _door: socket.socket | None = None
+    _theirDoor: socket.socket | None = None
+
+    def start(self) -> None:
+        """
+        Fork the door keeper.
+
+        @raise OSError: If it cannot be forked.
+        """
+        if self._sock is not None:
+            return
+        self._door, self._theirDoor = socket.socketpair(
+            socket.AF_UNIX, socket.SOCK_SEQPACKET
+        )
+        try:
+            super().start()
+        finally:
+            self._theirDoor.close()
+            self._theirDoor = None
+            if self._sock is None:
+                self._door.close()
+                self._door = None
+
+    def _serve(self, sock: socket.socket) -> NoReturn:
+        """
+        In the forked process: be the door keeper.
+
+        @param sock: Its end of the control socketpair.
+        """
+        assert self._door is not None and self._theirDoor is not None
+        self._door.close()
+        serveDoor(sock, self._theirDoor, self.program)
+
+    def doorFileno(self) -> int:
+        """
+        @return: The door's descriptor, for the workers (-1 once closed).
+        """
+        return self._door.fileno() if self._door is not None else -1
+
+    def spawn(
+        self, stdio: int, stderr: int, env: Mapping[str, str]
+    ) -> defer.Deferred[int]:
+        """
+        A door keeper starts no programs itself.
+
+        @return: A failed L{Deferred}.
+        """
+        return defer.fail(SpawnError("a door keeper starts no programs"))
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The control socket is closed (or the door keeper is gone): close the
+        door too.
+
+        @param reason: Why.
+        """
+        door, self._door = self._door, None
+        if door is not None:
+            door.close()
+        super().connectionLost(reason)

@@ -19,6 +19,14 @@ from a spawn request, checked; the program, its account, environment,
 directory and limits are the L{Program} it was forked with. Only its own,
 unreaped children can be signalled. When netd closes its end, the
 spawner sends SIGTERM to the children left and exits.
+
+With C{workers = N}, the main process forks a door keeper instead
+(L{serveDoor}), switched to the account in the same way: on its door, a
+socket the main process hands to the workers that serve the service, it
+takes C{{"op": "channel"}} with one descriptor and forks a spawner
+(L{serve}) for that socket. Each worker process (and each service instance
+in it) gets a spawner of its own this way, long after netd dropped root.
+The door keeper exits when the main process closes its control socket.
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ _RLIMITS = {
     "cpu": resource.RLIMIT_CPU,
     "nofile": resource.RLIMIT_NOFILE,
 }
+
+# The most spawners a door keeper runs at once (a worker's service instance
+# needs one; more are refused).
+MAX_CHANNELS = 64
 
 _SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGINT})
 
@@ -381,6 +393,51 @@ class Helper:
                 os.killpg(pid, signal.SIGTERM)
 
 
+def leaveNetd(keep: set[int]) -> None:
+    """
+    Right after the fork: leave netd's signals and descriptors behind.
+
+    @param keep: The descriptors to keep (besides 0, 1 and 2, which become
+        C{/dev/null}; 2 is left as it is).
+    """
+    # Whatever netd inherited or set goes (posix_spawn resets only the
+    # signals Python calls valid; glibc's own two are reset here).
+    for number in range(1, signal.NSIG):
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(number, signal.SIG_DFL)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
+
+
+def switchOrReport(sock: socket.socket, program: Program) -> None:
+    """
+    Switch to the program's account; on a failure tell netd why.
+
+    @param sock: The socket to netd.
+    @param program: The program.
+    @raise OSError: If the switch fails.
+    """
+    try:
+        becomeAccount(program)
+    except OSError as e:
+        sock.send(
+            json.dumps(
+                {"ready": False, "error": f"cannot switch: {e.strerror}"}
+            ).encode()
+        )
+        raise
+
+
 def serve(sock: socket.socket, program: Program) -> NoReturn:
     """
     The whole life of a spawner process, right after the fork: leave netd's
@@ -392,31 +449,138 @@ def serve(sock: socket.socket, program: Program) -> NoReturn:
     """
     code = 0
     try:
-        # Whatever netd inherited or set goes (posix_spawn resets only the
-        # signals Python calls valid; glibc's own two are reset here).
-        for number in range(1, signal.NSIG):
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(number, signal.SIG_DFL)
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(number, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        keep = sock.fileno()
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.closerange(3, keep)
-        os.closerange(keep + 1, 65536)
-        try:
-            becomeAccount(program)
-        except OSError as e:
-            sock.send(
-                json.dumps(
-                    {"ready": False, "error": f"cannot switch: {e.strerror}"}
-                ).encode()
-            )
-            raise
+        leaveNetd({sock.fileno()})
+        switchOrReport(sock, program)
         Helper(sock, program).run()
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+class DoorKeeper:
+    """
+    The door keeper's state (L{serveDoor}): its control socket to the main
+    process, its door, and the spawners it forked.
+
+    @ivar control: The socket to the main process: C{ready} is sent on it
+        once; its end (EOF) ends the door keeper.
+    @ivar door: The socket workers send channel requests to (it sends
+        nothing on it).
+    @ivar program: What its spawners run.
+    @ivar spawners: Running spawners: pid to pidfd.
+    """
+
+    def __init__(
+        self, control: socket.socket, door: socket.socket, program: Program
+    ) -> None:
+        self.control = control
+        self.door = door
+        self.program = program
+        self.spawners: dict[int, int] = {}
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(control, selectors.EVENT_READ, "control")
+        self.selector.register(door, selectors.EVENT_READ, "door")
+
+    def run(self) -> None:
+        """
+        Serve channel requests until the main process closes its end.
+        """
+        self.control.send(json.dumps({"ready": True, "uid": os.geteuid()}).encode())
+        while True:
+            for key, _ in self.selector.select():
+                if key.data == "control":
+                    try:
+                        if not self.control.recv(MAX_MESSAGE):
+                            return
+                    except InterruptedError:
+                        continue
+                    except OSError:
+                        return
+                elif key.data == "door":
+                    self.receive()
+                else:
+                    self.reap(key.data)
+
+    def receive(self) -> None:
+        """
+        Read one request from the door: a channel request gets a spawner.
+        """
+        try:
+            data, fds, _, _ = socket.recv_fds(self.door, MAX_MESSAGE, 1)
+        except InterruptedError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            # Every copy of the door is closed: nothing can ask any more.
+            self.selector.unregister(self.door)
+            for fd in fds:
+                os.close(fd)
+            return
+        try:
+            request = json.loads(data)
+        except ValueError:
+            request = None
+        try:
+            if (
+                isinstance(request, dict)
+                and request.get("op") == "channel"
+                and len(fds) == 1
+                and len(self.spawners) < MAX_CHANNELS
+            ):
+                self.fork(fds[0])
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def fork(self, fd: int) -> None:
+        """
+        Fork a spawner serving one channel.
+
+        @param fd: The channel's socket (not consumed).
+        """
+        try:
+            pid = os.fork()
+        except OSError:
+            return
+        if pid == 0:
+            serve(socket.socket(fileno=os.dup(fd)), self.program)
+        pidfd = os.pidfd_open(pid)
+        self.spawners[pid] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ, pid)
+
+    def reap(self, pid: int) -> None:
+        """
+        A spawner ended (its worker closed its channel): collect it.
+
+        @param pid: Its pid.
+        """
+        pidfd = self.spawners.pop(pid)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def serveDoor(
+    control: socket.socket, door: socket.socket, program: Program
+) -> NoReturn:
+    """
+    The whole life of a door keeper, right after the fork: leave netd's
+    signals and descriptors behind, switch to the program's account, fork a
+    spawner per channel request, exit when the main process closes
+    C{control}. The spawners it forked live on until their channels close.
+
+    @param control: Its end of the control socketpair.
+    @param door: Its end of the door socketpair.
+    @param program: What its spawners run.
+    """
+    code = 0
+    try:
+        leaveNetd({control.fileno(), door.fileno()})
+        switchOrReport(control, program)
+        DoorKeeper(control, door, program).run()
     except BaseException:
         code = 1
     finally:

@@ -5,11 +5,14 @@ module runs on the worker's side of the fork.
 
 Started by the main process as C{python -P -m netd.workers.child INDEX},
 already unprivileged, with its pipes and sockets in place
-(L{netd.workers.control} lists them). It reads its configuration (the TOML
-text the main process validated) from its control pipe, builds the services
-it serves (a L{NetdService} whose L{InProcessServices} adopt the sockets
-the main process bound instead of binding), reports ready, and serves
-until:
+(L{netd.workers.control} lists them), including the descriptors of what
+the main process holds for its services (an exec service's spawner door;
+its services find them through
+L{ServiceContext.heldDescriptor<netd.servicetype.ServiceContext.heldDescriptor>}).
+It reads its configuration (the TOML text the main process validated) from
+its control pipe, builds the services it serves (a L{NetdService} whose
+L{InProcessServices} adopt the sockets the main process bound instead of
+binding), reports ready, and serves until:
 
     - C{SIGTERM} (forwarded by the main process): stop listening at once,
       drain open sessions for up to C{drain_timeout}, exit 0; a second
@@ -26,12 +29,13 @@ C{worker} field.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from attrs import evolve
@@ -49,6 +53,7 @@ from netd.listeners import listenerName
 from netd.metrics import MetricsReporter
 from netd.served import ReloadResult
 from netd.services import serviceTypes
+from netd.servicetype import setHeldDescriptors
 from netd.workers.control import (
     CONTROL_FD,
     EVENTS_FD,
@@ -204,6 +209,28 @@ class EventPipe:
                 self.broken = True
 
 
+def keepHeld(names: Mapping[str, Any], elsewhere: Iterable[str] = ()) -> None:
+    """
+    On a reload: of the held descriptors this worker inherited
+    (L{netd.servicetype.setHeldDescriptors}), keep those the main process
+    still names (the descriptors themselves cannot change: only a process
+    that is still root makes them), and close the others, before the
+    reloaded services are built.
+
+    @param names: The reload command's C{held}: service names (their
+        numbers, those of a fresh worker, are not looked at).
+    @param elsewhere: Its C{heldNames}: every service the main process
+        still holds something for.
+    """
+    inherited = setHeldDescriptors({})
+    kept = {name: fd for name, fd in inherited.items() if name in names}
+    for name, fd in inherited.items():
+        if name not in kept:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    setHeldDescriptors(kept, elsewhere)
+
+
 def workerService(
     config: NetdConfig,
     reactor: Any,
@@ -277,6 +304,7 @@ class Worker:
         current = self.root.config
         if not self.root.running or self.root.stopping:
             return self._answer(ReloadResult(False, "it is stopping", current))
+        keepHeld(message.get("held", {}), message.get("heldNames", ()))
         try:
             new = parseConfig(serviceTypes(), message["text"], message["source"])
         except ConfigError as e:
@@ -412,6 +440,12 @@ def main() -> None:
         sys.stderr.write(f"netd worker: {e}\n")
         sys.stderr.flush()
         raise SystemExit(EX_SOFTWARE)
+    # Before the configuration is checked: an exec service whose spawner
+    # door was passed may run programs as another user than this worker's.
+    setHeldDescriptors(
+        {str(k): int(v) for k, v in header.get("held", {}).items()},
+        header.get("heldNames", ()),
+    )
     try:
         config = parseConfig(serviceTypes(), header["text"], header["source"])
     except ConfigError as e:

@@ -16,7 +16,8 @@ Pipes between the main process and worker I{i}::
                            once its ports are adopted, C{{"netdWorker":
                            "reloaded", "applied": ..., "summary": ...}}
                            after each reload command
-    worker fd 4+           the listening sockets
+    worker fd 4+           the listening sockets, then the descriptors held for
+                           its services (an exec service's spawner door)
 
 JSON lines, not AMP (as C{twisted.trial._dist} uses): the configuration
 travels as its TOML text, which can exceed AMP's 64 KiB value limit, and

@@ -8,7 +8,9 @@ http service that mounts one) run in worker 0 only
 (L{perProcessServices}): only worker 0 is given their sockets. Workers
 share each listening socket, except a UDP listener with C{reuse_port}: each
 worker gets its own C{SO_REUSEPORT} socket on the same address
-(L{socketPerWorker}).
+(L{socketPerWorker}). What the main process holds for a service beside its
+sockets (an exec service's spawner door, forked while root) is passed to
+the workers that serve the service in the same way (L{WorkerPlan.held}).
 """
 
 from __future__ import annotations
@@ -140,11 +142,23 @@ class WorkerPlan:
         process: listener service name to descriptor.
     @ivar ownPorts: Every port netd listens on (for the UDP loop guards of
         workers that do not serve all of them).
+    @ivar held: For each worker, the descriptors of what the main process
+        holds for the services it serves (an exec service's spawner door,
+        L{ServiceType.buildHeldService<netd.servicetype.ServiceType.buildHeldService>}):
+        service name to descriptor; empty for none.
     """
 
     config: NetdConfig
     sockets: tuple[Mapping[str, int], ...]
     ownPorts: tuple[int, ...] = ()
+    held: tuple[Mapping[str, int], ...] = ()
+
+    def heldFor(self, index: int) -> Mapping[str, int]:
+        """
+        @param index: A worker.
+        @return: Its held descriptors in the main process, by service name.
+        """
+        return self.held[index] if index < len(self.held) else {}
 
     @property
     def count(self) -> int:
@@ -155,9 +169,10 @@ class WorkerPlan:
 
     def childSockets(self, index: int) -> tuple[dict[int, int], dict[str, int]]:
         """
-        How worker C{index} inherits its sockets. The numbering depends only
-        on the main process's descriptors, so it stays the same across a
-        reload that keeps the sockets.
+        How worker C{index} inherits its sockets (and its L{held}
+        descriptors, numbered after them: L{childHeld}). The numbering of
+        the sockets depends only on the main process's descriptors, so it
+        stays the same across a reload that keeps the sockets.
 
         @param index: The worker.
         @return: The child descriptor to main descriptor map (for
@@ -169,10 +184,27 @@ class WorkerPlan:
             fd: FIRST_SOCKET_FD + position
             for position, fd in enumerate(sorted(set(sockets.values())))
         }
-        return (
-            {child: fd for fd, child in numbers.items()},
-            {name: numbers[fd] for name, fd in sockets.items()},
-        )
+        childFDs = {child: fd for fd, child in numbers.items()}
+        for name, child in self.childHeld(index).items():
+            childFDs[child] = self.heldFor(index)[name]
+        return childFDs, {name: numbers[fd] for name, fd in sockets.items()}
+
+    def childHeld(self, index: int) -> dict[str, int]:
+        """
+        The descriptors worker C{index} inherits for its L{held} services:
+        numbered after its sockets, in service name order. A reload that
+        keeps the sockets cannot add one (only a process that is still root
+        makes them), so a worker keeps those it inherited and is told only
+        which of them still serve (L{message}).
+
+        @param index: The worker.
+        @return: Service name to child descriptor.
+        """
+        first = FIRST_SOCKET_FD + len(set(self.sockets[index].values()))
+        return {
+            name: first + position
+            for position, name in enumerate(sorted(self.heldFor(index)))
+        }
 
     def message(self, worker: int, **extra: Any) -> bytes:
         """
@@ -186,6 +218,8 @@ class WorkerPlan:
             "source": self.config.source,
             "text": self.config.text,
             "sockets": self.childSockets(worker)[1],
+            "held": self.childHeld(worker),
+            "heldNames": sorted({name for held in self.held for name in held}),
             "ownPorts": list(self.ownPorts),
             **extra,
         }

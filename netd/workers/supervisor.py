@@ -8,8 +8,9 @@ process's log publisher with a C{worker} field (so the log destinations,
 rotation included, stay in one process), aggregates readiness, forwards
 stop signals, passes reloads on and collects the answers, and replaces a
 whole generation of workers when a reload changes the sockets.
-L{HeldSockets} is what the main process serves: the sockets, and the
-supervisor.
+L{HeldSockets} is what the main process serves: the sockets, what the
+service types need held beside them (an exec service's spawner door keeper,
+forked as root), and the supervisor.
 """
 
 from __future__ import annotations
@@ -797,6 +798,10 @@ class HeldSockets(MultiService):
     @ivar workerCount: The number of workers of the current generation.
     @ivar held: The sockets held, by L{heldIdentity}.
     @ivar ownPorts: Every port held.
+    @ivar heldServices: What the services' types need held beside their
+        sockets (L{ServiceType.buildHeldService<netd.servicetype.ServiceType.buildHeldService>}:
+        an exec service's spawner door keeper), by service name; made at
+        start only.
     @ivar supervisor: The L{Supervisor}.
     """
 
@@ -832,6 +837,16 @@ class HeldSockets(MultiService):
             held = self._newHeld(*spec)
             self.held[identity] = held
             held.setServiceParent(self)
+        # What the services' types need the main process to hold for them
+        # beside their sockets: started as root with the sockets (before
+        # the drop), so made at start only, never by a reload.
+        self.heldServices: dict[str, Any] = {}
+        for service in config.services:
+            build = service.serviceType.buildHeldService
+            if build is not None:
+                heldService = build(service, reactor)
+                self.heldServices[service.name] = heldService
+                heldService.setServiceParent(self)
 
     def _newHeld(self, service: str, listener: Listener, copy: int) -> Any:
         """
@@ -866,6 +881,7 @@ class HeldSockets(MultiService):
         @param count: The number of workers.
         @return: The plan.
         """
+        placement = workerSockets(config, count)
         return WorkerPlan(
             config,
             tuple(
@@ -875,10 +891,51 @@ class HeldSockets(MultiService):
                     ].fileno()
                     for name, listener, copy in listeners
                 }
-                for listeners in workerSockets(config, count)
+                for listeners in placement
             ),
             tuple(sorted(self.ownPorts)),
+            tuple(
+                self._heldFor(config, {name for name, _, _ in listeners})
+                for listeners in placement
+            ),
         )
+
+    def _heldFor(self, config: NetdConfig, names: set[str]) -> dict[str, int]:
+        """
+        @param config: A configuration.
+        @param names: The services one worker serves.
+        @return: The descriptors of the held services that still fit their
+            service in C{config}, by service name.
+        """
+        byName = {service.name: service for service in config.services}
+        return {
+            name: heldService.fileno()
+            for name, heldService in self.heldServices.items()
+            if name in names and name in byName and heldService.fits(byName[name])
+        }
+
+    def _dropHeld(self, config: NetdConfig) -> None:
+        """
+        Stop the held services that no longer fit their service in a
+        configuration now served (removed, or its programs changed, which
+        after the drop is accepted only for programs that run as netd's own
+        user): nothing can replace them once root is dropped, so the
+        workers do without (an exec service forks its own spawner).
+
+        @param config: The configuration.
+        """
+        byName = {service.name: service for service in config.services}
+        for name, heldService in list(self.heldServices.items()):
+            service = byName.get(name)
+            if service is None or not heldService.fits(service):
+                self._log.info(
+                    "{service}: its spawner, forked before root was dropped, is "
+                    "stopped: the service is {why}",
+                    service=name,
+                    why="gone" if service is None else "changed",
+                )
+                del self.heldServices[name]
+                heldService.disownServiceParent()
 
     def _identities(self, config: NetdConfig, count: int) -> tuple[Any, ...]:
         """
@@ -1021,6 +1078,7 @@ class HeldSockets(MultiService):
         def replaced(result: None) -> ReloadResult:
             for identity in [key for key in self.held if key not in wanted]:
                 self.held.pop(identity).disownServiceParent()
+            self._dropHeld(new)
             self.config = new
             self.workerCount = count
             self.recountPorts()
@@ -1056,6 +1114,7 @@ class HeldSockets(MultiService):
             all of them applied it.
         """
         self.config = new
+        self._dropHeld(new)
 
         def answered(answers: list[tuple[int, bool, str]]) -> ReloadResult:
             refused = [
