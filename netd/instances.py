@@ -42,7 +42,7 @@ from netd.policy import SessionPolicy
 from netd.reload import planReload
 from netd.served import IServedSet, ReloadResult
 from netd.words import plural
-from netd.servicetype import ServiceContext
+from netd.servicetype import ServiceContext, buildHeldServices, unfitHeld
 
 
 class ServiceInstance(MultiService):
@@ -63,6 +63,7 @@ class ServiceInstance(MultiService):
         instances: dict[str, ServiceContext] | None = None,
         sockets: Mapping[str, int] | None = None,
         drainTimeout: float = 30.0,
+        held: Any = None,
     ) -> None:
         """
         @param config: The service's configuration.
@@ -75,6 +76,8 @@ class ServiceInstance(MultiService):
             (L{ListenerService.passedFd}) instead of binding.
         @param drainTimeout: C{drain_timeout}, for the work of
             L{ServiceType.buildServices}' services.
+        @param held: What the process holds for it
+            (L{ServiceContext.held}), or L{None}.
         """
         super().__init__()
         self.setName(config.name)
@@ -95,6 +98,7 @@ class ServiceInstance(MultiService):
             reactor=reactor,
             instances=instances if instances is not None else {},
             drainTimeout=drainTimeout,
+            held=held,
         )
         context.instances[config.name] = context
         self.context = context
@@ -230,6 +234,16 @@ class InProcessServices(MultiService):
         self.instances: dict[str, ServiceContext] = {}
         self.retired: list[ServiceInstance] = []
         self.drain: Drain | None = None
+        # What the service types need held beside the instances (an exec
+        # service's spawner door keeper), in a single netd (a worker's are
+        # the main process's): children before the instances, so they are
+        # started first, as root, before the drop; made at start only,
+        # never by a reload (after the drop they could not switch users).
+        self.heldServices: dict[str, Any] = {}
+        if self.sockets is None:
+            self.heldServices = buildHeldServices(config.services, reactor)
+            for heldService in self.heldServices.values():
+                heldService.setServiceParent(self)
         for service in config.services:
             self._buildInstance(service, config, self.instances).setServiceParent(self)
 
@@ -245,6 +259,7 @@ class InProcessServices(MultiService):
         @param instances: The registry the instance joins.
         @return: A new, unstarted L{ServiceInstance}.
         """
+        held = self.heldServices.get(service.name)
         return ServiceInstance(
             service,
             self.ownPorts,
@@ -253,6 +268,7 @@ class InProcessServices(MultiService):
             instances,
             sockets=self.sockets,
             drainTimeout=config.drainTimeout,
+            held=held if held is not None and held.fits(service) else None,
         )
 
     def serviceInstances(self) -> list[ServiceInstance]:
@@ -411,6 +427,7 @@ class InProcessServices(MultiService):
         for instance in fresh:
             instance.context.instances = self.instances
             instance.setServiceParent(self)
+        self._dropHeld(new)
         self.config = new
         self.recountPorts()
         unchanged = {s.name for s in plan.unchanged}
@@ -422,6 +439,19 @@ class InProcessServices(MultiService):
                 True, plan.describe(), new, restartOnly=tuple(plan.restartOnly)
             )
         )
+
+    def _dropHeld(self, config: NetdConfig) -> None:
+        """
+        Stop the held services that no longer fit their service in a
+        configuration now served (removed, or its programs changed: after
+        the drop the configuration check accepts that only for programs
+        that run as netd's own user, whose instance forks its own spawner).
+        The instances that got one keep what they were given.
+
+        @param config: The configuration.
+        """
+        for name, _ in unfitHeld(self.heldServices, config.services):
+            self.heldServices.pop(name).disownServiceParent()
 
     def _retire(self, instance: ServiceInstance, timeout: float) -> None:
         """

@@ -47,6 +47,11 @@ class ServiceContext:
         shared): how one service reaches another, e.g. an http service
         mounting a chat service's web page.
     @ivar drainTimeout: Seconds its work gets to finish when netd stops.
+    @ivar held: What this process holds for the instance beside its
+        listeners (L{ServiceType.buildHeldService}: in a single netd, an
+        exec service's spawner door keeper, forked before root was
+        dropped), with a C{fileno()}; L{None}: nothing (in a worker, the
+        main process passes its descriptor instead).
     """
 
     config: ServiceConfig
@@ -59,6 +64,7 @@ class ServiceContext:
     statsInterval: float = 60.0
     instances: dict[str, ServiceContext] = field(factory=dict)
     drainTimeout: float = 30.0
+    held: Any = None
 
     @property
     def name(self) -> str:
@@ -77,10 +83,13 @@ class ServiceContext:
     @property
     def heldDescriptor(self) -> int | None:
         """
-        In a worker process, the descriptor of what the main process holds
-        for this instance (L{ServiceType.buildHeldService}), if it passed
-        one; L{None} otherwise.
+        The descriptor of what is held for this instance
+        (L{ServiceType.buildHeldService}): L{held}'s once it runs, or in a
+        worker process the one the main process passed; L{None} otherwise.
         """
+        if self.held is not None:
+            fd = int(self.held.fileno())
+            return fd if fd >= 0 else None
         return heldDescriptorFor(self.name)
 
 
@@ -131,6 +140,47 @@ def setHeldDescriptors(
     _heldElsewhere.clear()
     _heldElsewhere.update(set(elsewhere) - set(descriptors))
     return previous
+
+
+def buildHeldServices(
+    services: Iterable[ServiceConfig], reactor: Any
+) -> dict[str, Any]:
+    """
+    What the service types need held beside their instances
+    (L{ServiceType.buildHeldService}: an exec service's spawner door
+    keeper), for the process that starts as root: a single netd, or the main
+    process of a netd with workers.
+
+    @param services: The services' configurations.
+    @param reactor: The reactor.
+    @return: The held services (unstarted), by service name.
+    """
+    held: dict[str, Any] = {}
+    for service in services:
+        build = service.serviceType.buildHeldService
+        if build is not None:
+            held[service.name] = build(service, reactor)
+    return held
+
+
+def unfitHeld(
+    held: Mapping[str, Any], services: Iterable[ServiceConfig]
+) -> list[tuple[str, bool]]:
+    """
+    The held services that no longer fit their service in a configuration
+    (removed, or what it holds for changed): nothing can replace them once
+    root is dropped.
+
+    @param held: The held services, by service name.
+    @param services: The services of the configuration.
+    @return: C{(name, gone)} for each, C{gone} if the service was removed.
+    """
+    byName = {service.name: service for service in services}
+    return [
+        (name, name not in byName)
+        for name, heldService in held.items()
+        if name not in byName or not heldService.fits(byName[name])
+    ]
 
 
 @frozen

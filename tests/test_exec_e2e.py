@@ -355,6 +355,23 @@ class ExecWorkersEndToEndTests(TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         return int(done.stdout.strip())
 
+    async def programChangeRefused(
+        self, daemon: Daemon, base: str, port: int, uid: int
+    ) -> None:
+        """
+        Change the program of the exec service C{who} and reload: the reload
+        is refused, naming the setting and the restart it needs, and the
+        programs still run as C{uid}.
+        """
+        assert daemon.process is not None
+        self.writeConfig(base.replace('uid.sh"]', 'uid.sh", "changed"]'))
+        daemon.process.send_signal(signal.SIGHUP)
+        await daemon.waitForOutput(
+            r"reload failed, still running the previous configuration: .*"
+            r"services\.who\.user: netd dropped root after it started.*restart netd"
+        )
+        self.assertEqual(await self.uidFrom(port), uid)
+
     async def test_programsRunAsServiceUser(self) -> None:
         """
         C{nc} gets the uid of the service's user (daemon), not nobody's, from
@@ -415,13 +432,7 @@ class ExecWorkersEndToEndTests(TestCase):
         await daemon.waitForOutput(r"worker 0 ready \(pid \d+\)", count=3)
         self.assertEqual(await self.uidFrom(port), daemonUid)
 
-        self.writeConfig(base.replace('uid.sh"]', 'uid.sh", "changed"]'))
-        daemon.process.send_signal(signal.SIGHUP)
-        await daemon.waitForOutput(
-            r"reload failed, still running the previous configuration: .*"
-            r"services\.who\.user: netd dropped root after it started.*restart netd"
-        )
-        self.assertEqual(await self.uidFrom(port), daemonUid)
+        await self.programChangeRefused(daemon, base, port, daemonUid)
 
         # worker 0's own spawner, forked by the door keeper: not root either.
         await waitFor(lambda: len(children(keeper)) == 1, 10, "one spawner")
@@ -431,3 +442,39 @@ class ExecWorkersEndToEndTests(TestCase):
         self.assertEqual(code, 0, daemon.stderr)
         for pid in [keeper, *spawners]:
             await waitFor(lambda: not alive(pid), 10, f"the end of spawner {pid}")
+
+    async def test_singleProcessReloads(self) -> None:
+        """
+        The same in a single netd (no workers) with C{[netd] user =
+        "nobody"}: programs run as daemon, also after a reload that leaves
+        the service unchanged and one that changes a limit (the instance is
+        rebuilt after the drop and gets its spawner from the door keeper
+        forked before); a reload that changes the program is refused.
+        """
+        daemonUid = pwd.getpwnam("daemon").pw_uid
+        (port,) = freePorts(1)
+        base = (
+            '[netd]\nuser = "nobody"\ndrain_timeout = 2\n'
+            '[services.who]\ntype = "exec"\n'
+            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+            f'command = ["{self.script}"]\nuser = "daemon"\n'
+        )
+        config = self.writeConfig(base)
+        daemon = self.netd(config)
+        await daemon.waitForOutput(r"who listening on")
+        assert daemon.process is not None
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        daemon.process.send_signal(signal.SIGHUP)
+        await daemon.waitForOutput(r"reloaded .*unchanged")
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        self.writeConfig(base + "[services.who.limits]\nmax_sessions = 5\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        await daemon.waitForOutput(r"reloaded .*changed: who")
+        self.assertEqual(await self.uidFrom(port), daemonUid)
+
+        await self.programChangeRefused(daemon, base, port, daemonUid)
+        self.assertNotIn("cannot run as uid", daemon.stderr)
+        code = await daemon.stop()
+        self.assertEqual(code, 0, daemon.stderr)

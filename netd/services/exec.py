@@ -439,8 +439,13 @@ class ExecSupervisor(Service):
         if self.spawner.running:
             return
         program = self.spawner.program
+        if self.spawner.door is None:
+            # A single netd's door keeper is forked just before (its
+            # descriptor exists only now).
+            self.spawner.door = self.context.heldDescriptor
         if self.spawner.door is not None:
-            # A worker: the main process forked the door keeper as root.
+            # The door keeper was forked as root: by this process before
+            # the instances started, or by the main process of a worker.
             try:
                 self.spawner.start()
             except OSError as e:
@@ -1017,17 +1022,17 @@ def buildServices(context: ServiceContext) -> list[Service]:
     return [supervisorFor(context)]
 
 
-# In the main process of a netd with workers: the programs of the door
-# keepers forked as root (HeldSpawner), by service name; a configuration
-# reloaded after the drop may keep them (checkConfig).
+# In a single netd, or the main process of a netd with workers: the programs
+# of the door keepers forked as root (HeldSpawner), by service name; a
+# configuration reloaded after the drop may keep them (checkConfig).
 _forkedAsRoot: dict[str, Program] = {}
 
 
 def spawnerHeldFor(name: str, program: Program) -> bool:
     """
     Whether this process, no longer root, still has a spawner forked as
-    root for a service's programs: in the main process of a netd with
-    workers, a door keeper forked for exactly this program; in a worker,
+    root for a service's programs: in a single netd or the main process of
+    a netd with workers, a door keeper forked for exactly this program; in a worker,
     one the main process holds (it passes its door, to the worker that
     serves the service, only for the same program).
 
@@ -1035,16 +1040,21 @@ def spawnerHeldFor(name: str, program: Program) -> bool:
     @param program: Its programs.
     @return: Whether its programs can still run as their own user.
     """
-    return _forkedAsRoot.get(name) == program or isHeld(name)
+    if name in _forkedAsRoot:
+        # This process forked it (a single netd, or a main process).
+        return _forkedAsRoot[name] == program
+    return isHeld(name)
 
 
 class HeldSpawner(Service):
     """
-    With C{workers = N}, in the main process: an exec service's door keeper
-    (L{DoorSpawner}), forked while netd is still root, whose door the
-    workers that serve the service inherit (L{fileno}); there each instance
-    of the service asks it for a spawner of its own. Nothing of it stays
-    root unless the service's user is root (C{allow_root}).
+    An exec service's door keeper (L{DoorSpawner}), forked while netd is
+    still root: in a single netd (L{InProcessServices<netd.instances.InProcessServices>}),
+    or in the main process of a netd with workers, whose workers that serve
+    the service inherit its door (L{fileno}). Each instance of the service
+    asks it for a spawner of its own, so one rebuilt by a reload after the
+    drop still runs its programs as their user. Nothing of it stays root
+    unless the service's user is root (C{allow_root}).
 
     @ivar spawner: The door keeper.
     """

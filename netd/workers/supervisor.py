@@ -44,6 +44,7 @@ from netd.listeners import (
 )
 from netd.reload import planReload
 from netd.served import IServedSet, ReloadResult
+from netd.servicetype import buildHeldServices, unfitHeld
 from netd.words import plural
 from netd.workers.control import CONTROL_FD, EVENTS_FD, MAX_LINE, workerMessage
 from netd.workers.plan import (
@@ -840,13 +841,9 @@ class HeldSockets(MultiService):
         # What the services' types need the main process to hold for them
         # beside their sockets: started as root with the sockets (before
         # the drop), so made at start only, never by a reload.
-        self.heldServices: dict[str, Any] = {}
-        for service in config.services:
-            build = service.serviceType.buildHeldService
-            if build is not None:
-                heldService = build(service, reactor)
-                self.heldServices[service.name] = heldService
-                heldService.setServiceParent(self)
+        self.heldServices = buildHeldServices(config.services, reactor)
+        for heldService in self.heldServices.values():
+            heldService.setServiceParent(self)
 
     def _newHeld(self, service: str, listener: Listener, copy: int) -> Any:
         """
@@ -924,18 +921,14 @@ class HeldSockets(MultiService):
 
         @param config: The configuration.
         """
-        byName = {service.name: service for service in config.services}
-        for name, heldService in list(self.heldServices.items()):
-            service = byName.get(name)
-            if service is None or not heldService.fits(service):
-                self._log.info(
-                    "{service}: its spawner, forked before root was dropped, is "
-                    "stopped: the service is {why}",
-                    service=name,
-                    why="gone" if service is None else "changed",
-                )
-                del self.heldServices[name]
-                heldService.disownServiceParent()
+        for name, gone in unfitHeld(self.heldServices, config.services):
+            self._log.info(
+                "{service}: its spawner, forked before root was dropped, is "
+                "stopped: the service is {why}",
+                service=name,
+                why="gone" if gone else "changed",
+            )
+            self.heldServices.pop(name).disownServiceParent()
 
     def _identities(self, config: NetdConfig, count: int) -> tuple[Any, ...]:
         """
