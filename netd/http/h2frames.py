@@ -208,6 +208,46 @@ def headersFrames(
     return out
 
 
+def splitFrames(data: bytes) -> tuple[list[tuple[int, int, int, bytes]], bytes]:
+    """
+    Cut bytes into whole frames (for a client such as the probe; the
+    server's own loop is inlined in L{netd.http.h2}).
+
+    @param data: Bytes received, starting at a frame.
+    @return: The whole frames as C{(type, flags, stream, payload)}, and the
+        bytes of an incomplete last frame.
+    """
+    found = []
+    pos = 0
+    while len(data) - pos >= 9:
+        high, low, kind, flags, streamId = _HEADER.unpack_from(data, pos)
+        stop = pos + 9 + ((high << 16) | low)
+        if stop > len(data):
+            break
+        found.append((kind, flags, streamId & 0x7FFFFFFF, data[pos + 9 : stop]))
+        pos = stop
+    return found, data[pos:]
+
+
+def headerFragment(kind: int, flags: int, payload: bytes) -> bytes:
+    """
+    @param kind: L{HEADERS} or L{CONTINUATION}.
+    @param flags: The frame's flags.
+    @param payload: Its payload.
+    @return: The header block fragment it carries (without padding and
+        priority).
+    @raise ConnectionError: For bad padding, or a priority that is cut.
+    """
+    if kind != HEADERS:
+        return payload
+    payload = stripPadding(payload, flags)
+    if flags & PRIORITY_FLAG:
+        if len(payload) < 5:
+            raise ConnectionError(FRAME_SIZE_ERROR, "HEADERS too short")
+        payload = payload[5:]
+    return payload
+
+
 def parseSettings(payload: bytes) -> list[tuple[int, int]]:
     """
     @param payload: A C{SETTINGS} frame's payload (not an C{ACK}).
