@@ -1182,12 +1182,14 @@ class FrameTests(H2TestCase):
         )
         self.assertEqual(self.factory.requests, 10)
 
-    def test_largeFrames(self) -> None:
+    def test_recordSizedFrames(self) -> None:
         """
-        A client that allows larger frames (C{SETTINGS_MAX_FRAME_SIZE}) gets
-        C{DATA} frames of up to 64 KiB; one that does not, 16 KiB.
+        A large body goes in C{DATA} frames of 16375 bytes, each with its
+        header exactly one TLS record (16384 bytes), four to a write,
+        whatever larger frame size the client allows; the body is intact.
         """
-        self.open()
+        self.open(transportClass=CountingTransport)
+        self.transport.bufferSize = 2**30
         self.client.update_settings(
             {
                 SettingCodes.MAX_FRAME_SIZE: 2**20,
@@ -1196,12 +1198,14 @@ class FrameTests(H2TestCase):
         )
         self.client.increment_flow_control_window(2**30)
         self.talk()
-        self.client.max_inbound_frame_size = 2**20
         self.transport.clear()
+        self.transport.writes = 0
         h2Request(self.client, "/large.bin")
         self.session.dataReceived(self.client.data_to_send())
-        sizes = {len(f.data) for f in frames(self.transport.value()) if f.type == 0x0}
-        self.assertEqual(max(sizes), 65536)
+        data = [f for f in frames(self.transport.value()) if f.type == 0x0]
+        self.assertEqual({len(f.data) for f in data[:-1]}, {16375})
+        self.assertEqual(b"".join(f.data for f in data), largeContent())
+        self.assertEqual(self.transport.writes, -(-len(data) // 4))
 
     def test_trailers(self) -> None:
         """

@@ -148,7 +148,14 @@ if TYPE_CHECKING:
 
 __all__ = ["PREFACE", "CHUNK", "HTTP2Connection"]
 
-CHUNK = 65536
+#: The payload of a DATA frame: with its 9-byte header, one TLS record
+#: (16384 bytes of plaintext at most), so that the TLS layer, which cuts
+#: what it is given into 16 KiB records, makes no small record between
+#: frames. Larger frames, where the client allows them, would gain nothing
+#: over TLS.
+DATA_FRAME = 16384 - 9
+#: Body bytes read per stream per turn: four records.
+CHUNK = 4 * DATA_FRAME
 #: Streams netd reset itself that it remembers, to ignore what the client
 #: had already sent on them (RFC 9113 section 5.1, "closed").
 REMEMBERED_RESETS = 128
@@ -581,7 +588,7 @@ class HTTP2Connection(FieldResponder, Protocol):
             elif key == MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME_SIZE <= value <= MAX_FRAME_SIZE_LIMIT:
                     raise ConnectionError(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
-                self._maxFrame = min(value, CHUNK)
+                self._maxFrame = value
             elif key == ENABLE_PUSH:
                 if value > 1:
                     raise ConnectionError(PROTOCOL_ERROR, "bad SETTINGS_ENABLE_PUSH")
@@ -898,7 +905,8 @@ class HTTP2Connection(FieldResponder, Protocol):
 
     def _dataFrames(self, streamId: int, data: bytes, last: bool) -> None:
         """
-        Queue body bytes as C{DATA} frames of the client's maximum size.
+        Queue body bytes as C{DATA} frames of L{DATA_FRAME} bytes (within
+        the client's maximum frame size, 16384 at least).
 
         @param streamId: The stream.
         @param data: The bytes (within the windows).
@@ -906,7 +914,7 @@ class HTTP2Connection(FieldResponder, Protocol):
         """
         out = self._out
         size = len(data)
-        maxFrame = self._maxFrame
+        maxFrame = DATA_FRAME
         if size <= maxFrame:
             out.append(frameHeader(size, DATA, END_STREAM if last else 0, streamId))
             out.append(data)
