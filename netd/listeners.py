@@ -52,7 +52,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from netd.descriptions import (
@@ -62,7 +61,7 @@ from netd.descriptions import (
 )
 from netd.servicetype import ServiceContext, ServiceType
 from netd.sessions import SessionFactory
-from netd.tls import sslContextFactory
+from netd.tls import TLSFactory, sslContextFactory
 from netd.sockets import (
     TCPEndpoint,
     UDPPort,
@@ -523,7 +522,7 @@ class StreamListenerService(_StreamPortService):
         if self.listener.kind != "ssl":
             return False
         old = self.factory.wrappedFactory
-        new = TLSMemoryBIOFactory(
+        new = TLSFactory(
             sslContextFactory(self.listener.description, self.alpnProtocols),
             False,
             old.wrappedFactory,
@@ -666,7 +665,7 @@ def buildListenerService(
     factory = streamFactory
     alpn = serviceType.alpnFor(context.config.settings)
     if listener.kind == "ssl":
-        tls = TLSMemoryBIOFactory(
+        tls = TLSFactory(
             sslContextFactory(listener.description, alpn),
             False,
             factory,
