@@ -146,6 +146,11 @@ RECORD = 2**14
 #: Encrypted bytes collected before they are handed to the socket within one
 #: application write (so that a very large write is not held whole).
 FLUSH_EVERY = 2**18
+#: Bytes a TLS record adds to its plaintext, at most (header, tag, padding,
+#: with room to spare); and room for handshake messages or a session ticket
+#: in the same read.
+OVERHEAD = 64
+HANDSHAKE = 2**12
 
 
 class RecordBatchingTLS(BufferingTLSTransport):
@@ -182,28 +187,37 @@ class RecordBatchingTLS(BufferingTLSTransport):
             try:
                 sent += send(view[sent : sent + RECORD])
             except SSL.WantReadError:
-                self._flushSendBIO()
+                self._flushSendBIO(sent - flushed)
                 self._bufferedWrite(view[sent:].tobytes())
                 return
             except SSL.Error:
-                self._flushSendBIO()
+                self._flushSendBIO(sent - flushed)
                 self._tlsShutdownFinished(Failure())
                 return
             if sent - flushed >= FLUSH_EVERY:
+                self._flushSendBIO(sent - flushed)
                 flushed = sent
-                self._flushSendBIO()
-        self._flushSendBIO()
+        self._flushSendBIO(sent - flushed)
 
-    def _flushSendBIO(self) -> None:
+    def _flushSendBIO(self, plaintext: int = 0) -> None:
         """
         Write everything waiting in OpenSSL's send BIO, in one write.
+
+        @param plaintext: How many application bytes were encrypted since
+            the last flush: the BIO is read in one call sized for their
+            records (pyOpenSSL allocates, and zeroes, the size asked for
+            each call), then again only while calls come back full.
         """
         read = self._tlsConnection.bio_read
+        want = plaintext + OVERHEAD * (plaintext // RECORD + 2) + HANDSHAKE
         chunks = []
         while True:
             try:
-                chunks.append(read(FLUSH_EVERY + RECORD))
+                chunk = read(want)
             except SSL.WantReadError:
+                break
+            chunks.append(chunk)
+            if len(chunk) < want:
                 break
         if chunks:
             transport = self.transport
