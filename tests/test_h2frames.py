@@ -391,7 +391,9 @@ class HeaderDecoderTests(SynchronousTestCase):
 
     def test_bounded(self) -> None:
         """
-        Each cache holds at most L{h2frames.CACHE_ENTRIES} blocks.
+        Each cache holds at most L{h2frames.CACHE_ENTRIES} blocks, and at
+        most L{h2frames.CACHE_BYTES} bytes of blocks and fields, however
+        large the blocks a client sends.
         """
         decoder = HeaderDecoder(65536)
         for i in range(h2frames.CACHE_ENTRIES * 2 + 3):
@@ -399,6 +401,17 @@ class HeaderDecoderTests(SynchronousTestCase):
             block = b"\x82\x87\x04" + encodeInteger(len(path), 7) + path
             decoder.request(block)
             self.assertLessEqual(len(decoder.static), h2frames.CACHE_ENTRIES)
+        decoder = HeaderDecoder(65536)
+        for i in range(50):
+            path = b"/%04d" % i + b"x" * 1000
+            block = b"\x82\x87\x04" + encodeInteger(len(path), 7) + path
+            decoder.request(block)
+            held = sum(
+                len(b) + sum(len(n) + len(v) + 32 for n, v in fields)
+                for b, (fields, _) in decoder.static.items()
+            )
+            self.assertLessEqual(held, h2frames.CACHE_BYTES)
+            self.assertIn(block, decoder.static)
 
     def test_errors(self) -> None:
         """

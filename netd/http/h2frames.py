@@ -384,10 +384,13 @@ _CONNECTION_SPECIFIC = {
     b"upgrade",
 }
 _CONNECT = b"CONNECT"
-#: Decoded header lists kept per cache (of the two), and the longest block
-#: kept.
+#: Decoded header lists kept per cache (of the two), the longest block
+#: kept, and the bytes (blocks and their decoded fields) a cache may hold:
+#: a connection's caches never hold more than 2 x 16 KiB, whatever its
+#: client sends.
 CACHE_ENTRIES = 64
 CACHE_BLOCK = 2048
+CACHE_BYTES = 16384
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -556,6 +559,8 @@ class HeaderDecoder:
         self.decoder = Decoder(max_header_list_size=maxHeaderList)
         self.static: dict[bytes, tuple[Headers, int | None]] = {}
         self.dynamic: dict[bytes, tuple[Headers, int | None]] = {}
+        self._staticBytes = 0
+        self._dynamicBytes = 0
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         """
@@ -594,14 +599,35 @@ class HeaderDecoder:
         headers = self.decode(block)
         if kind == CHANGES_TABLE:
             # Every dynamic index may now mean another field.
-            self.dynamic.clear()
+            self._forgetDynamic()
         result = validateRequest(headers)
         if kind != CHANGES_TABLE:
-            cache = self.static if kind == STATIC_ONLY else self.dynamic
-            if len(cache) >= CACHE_ENTRIES:
-                cache.clear()
-            cache[block] = result
+            cost = len(block) + sum(len(n) + len(v) + 32 for n, v in headers)
+            if kind == STATIC_ONLY:
+                if len(self.static) >= CACHE_ENTRIES or (
+                    self._staticBytes + cost > CACHE_BYTES
+                ):
+                    self.static.clear()
+                    self._staticBytes = 0
+                if cost <= CACHE_BYTES:
+                    self.static[block] = result
+                    self._staticBytes += cost
+            else:
+                if len(self.dynamic) >= CACHE_ENTRIES or (
+                    self._dynamicBytes + cost > CACHE_BYTES
+                ):
+                    self._forgetDynamic()
+                if cost <= CACHE_BYTES:
+                    self.dynamic[block] = result
+                    self._dynamicBytes += cost
         return result
+
+    def _forgetDynamic(self) -> None:
+        """
+        Empty the cache of blocks that refer to the dynamic table.
+        """
+        self.dynamic.clear()
+        self._dynamicBytes = 0
 
     def other(self, block: bytes) -> list[tuple[bytes, bytes]]:
         """
@@ -613,7 +639,7 @@ class HeaderDecoder:
         @raise ConnectionError: See L{decode}.
         """
         if classifyBlock(block) == CHANGES_TABLE:
-            self.dynamic.clear()
+            self._forgetDynamic()
         return self.decode(block)
 
 
