@@ -15,6 +15,8 @@ import os
 from typing import Any
 
 from h2.errors import ErrorCodes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from h2.settings import SettingCodes
 from hpack import Decoder, Encoder
 from hyperframe.frame import (
@@ -1234,3 +1236,72 @@ class FrameTests(H2TestCase):
             (3, ErrorCodes.PROTOCOL_ERROR),
             [(f.stream_id, f.error_code) for f in sent if f.type == 0x3],
         )
+
+
+_frameStrategy = st.tuples(
+    st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xFA]),
+    st.sampled_from([0x0, 0x1, 0x4, 0x5, 0x8, 0x20, 0x2D, 0xFF]),
+    st.sampled_from([0, 0, 1, 1, 3, 2, 2**31 - 1]),
+    # The lengths that PRIORITY, RST_STREAM, WINDOW_UPDATE, SETTINGS and PING
+    # frames must have, often, so that their handling is reached.
+    st.one_of(
+        *[st.binary(min_size=n, max_size=n) for n in (0, 4, 5, 6, 8)],
+        st.binary(max_size=64),
+    ),
+)
+
+
+class FuzzTests(SynchronousTestCase):
+    """
+    Whatever frames a client sends after a valid preface, the connection
+    answers or closes; it never fails with an unexpected error.
+    """
+
+    @settings(
+        max_examples=500,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(st.lists(_frameStrategy, max_size=12), st.integers(1, 40))
+    def test_randomFrames(
+        self, sent: list[tuple[int, int, int, bytes]], cut: int
+    ) -> None:
+        """
+        Random frames (known and unknown types, any flags, a few streams,
+        short payloads, split at an arbitrary point) raise nothing and log
+        no failure.
+
+        @param sent: C{(type, flags, stream, payload)} of each frame.
+        @param cut: Where to split the bytes between two reads.
+        """
+        base = self.mktemp()
+        os.makedirs(base)
+        root, _ = makeTree(base)
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        factory, context = makeFactory(None, clock, root=root)
+        session, transport = connect(factory, context, transportClass=PausingTransport)
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        http = session.wrappedProtocol
+        http.handshakeCompleted()
+        events: list[dict[str, Any]] = []
+        http._channel._log = Logger(observer=events.append)
+        request = HeadersFrame(
+            1,
+            Encoder().encode(
+                [(":method", "GET"), (":scheme", "https"), (":path", "/small.html")]
+            ),
+            flags=["END_HEADERS"],
+        ).serialize()
+        data = (
+            PREFACE
+            + SettingsFrame(0).serialize()
+            + request
+            + b"".join(frameBytes(*frame) for frame in sent)
+        )
+        session.dataReceived(data[:cut])
+        session.dataReceived(data[cut:])
+        clock.advance(100)
+        factory.tick()
+        failures = [e for e in events if "log_failure" in e]
+        self.assertEqual(failures, [], [e["log_failure"] for e in failures])
