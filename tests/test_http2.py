@@ -1209,6 +1209,27 @@ class FrameTests(H2TestCase):
         self.assertEqual(b"".join(f.data for f in data), largeContent())
         self.assertEqual(self.transport.writes, -(-len(data) // 4))
 
+    def test_longResponseHeaders(self) -> None:
+        """
+        A response header block larger than the client's maximum frame size
+        (long configured extra fields) goes as C{HEADERS} and
+        C{CONTINUATION} frames; the client reads the fields whole.
+        """
+        value = "v" * 9000
+        names = ["X-Long-One", "X-Long-Two", "X-Long-Three"]
+        self.open(headers={name: value for name in names})
+        stream = h2Request(self.client, "/notes.txt")
+        self.session.dataReceived(self.client.data_to_send())
+        data = self.transport.value()
+        self.transport.clear()
+        kinds = [f.type for f in frames(data) if f.stream_id == stream]
+        self.assertEqual(kinds, [0x1, 0x9, 0x0])
+        self.responses.receive(self.client, data)
+        self.assertEqual(self.responses.status[stream], 200)
+        for name in names:
+            self.assertEqual(self.responses.headers[stream][name.lower()], value)
+        self.assertEqual(self.responses.bodies[stream], b"plain text\n")
+
     def test_trailers(self) -> None:
         """
         Trailers on a request (a second header block, ending the stream)

@@ -131,6 +131,7 @@ from netd.http.h2frames import (
     encodeHeaders,
     frameHeader,
     goawayFrame,
+    headersFrames,
     parseSettings,
     pingAck,
     rstStreamFrame,
@@ -800,7 +801,7 @@ class HTTP2Connection(FieldResponder, Protocol):
             )
             out.append(block)
         else:
-            self._longBlock(streamId, block, end)
+            out.extend(headersFrames(streamId, block, end, maxFrame))
         if end:
             if fd is not None:
                 os.close(fd)
@@ -824,27 +825,6 @@ class HTTP2Connection(FieldResponder, Protocol):
             self._finished(req, status, length)
             return
         self._bodies[streamId] = Body(req, status, data, fd, offset, length)
-
-    def _longBlock(self, streamId: int, block: bytes, end: bool) -> None:
-        """
-        A header block larger than the client's maximum frame size:
-        C{HEADERS}, then C{CONTINUATION} frames.
-
-        @param streamId: The stream.
-        @param block: The block.
-        @param end: Whether the stream ends with it.
-        """
-        maxFrame = self._maxFrame
-        kind = HEADERS
-        flags = END_STREAM if end else 0
-        for start in range(0, len(block), maxFrame):
-            piece = block[start : start + maxFrame]
-            if start + maxFrame >= len(block):
-                flags |= END_HEADERS
-            self._out.append(frameHeader(len(piece), kind, flags, streamId))
-            self._out.append(piece)
-            kind = CONTINUATION
-            flags = 0
 
     # Sending.
 
