@@ -13,6 +13,7 @@ from typing import Any
 from attrs import frozen
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from hyperframe.frame import Frame
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -443,3 +444,20 @@ def h2Exchange(
         )
         for s in streams
     ]
+
+
+def frames(data: bytes) -> list[Any]:
+    """
+    Parse raw HTTP/2 frames (for a client that must read on after a
+    C{GOAWAY}, which C{h2}'s own client refuses to).
+
+    @param data: Whole frames.
+    @return: The C{hyperframe} frames.
+    """
+    result = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        result.append(frame)
+        data = data[9 + length :]
+    return result

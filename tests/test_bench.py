@@ -104,3 +104,41 @@ class H2BenchTests(SynchronousTestCase):
         bench = loadBench("h2_bench")
         with self.assertRaises(RuntimeError):
             bench.parseH2load("connect error\n")
+
+
+class HTTP2MemoryBenchTests(SynchronousTestCase):
+    """
+    C{bench/h2_memory.py} and C{bench/h2_cpu.py} measure what they say.
+    """
+
+    def test_requestsAnswered(self) -> None:
+        """
+        The client bytes C{h2_memory} makes are all answered by the real
+        stack: every request's body comes back, so its time per request is
+        the time of whole requests.
+        """
+        bench = loadBench("h2_memory")
+        root = self.mktemp()
+        os.makedirs(root)
+        with open(os.path.join(root, "f.bin"), "wb") as f:
+            f.write(b"z" * 1024)
+        chunks = bench.clientBytes("/f.bin", 25, 10)
+        self.assertEqual(len(chunks), 1 + 3)
+        spent, answered = bench.run(root, chunks)
+        self.assertGreater(spent, 0)
+        self.assertGreaterEqual(answered, 25 * 1024)
+        self.assertLess(answered, 25 * 1024 * 2)
+
+    def test_cpuSeconds(self) -> None:
+        """
+        C{h2_cpu.cpuSeconds} reads a process's CPU time, which grows as it
+        works.
+        """
+        bench = loadBench("h2_cpu")
+        before = bench.cpuSeconds(os.getpid())
+        deadline = before + 0.05
+        for _ in range(100_000):
+            if bench.cpuSeconds(os.getpid()) >= deadline:
+                break
+            sum(range(10_000))
+        self.assertGreaterEqual(bench.cpuSeconds(os.getpid()), deadline)

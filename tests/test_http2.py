@@ -15,13 +15,16 @@ import os
 from typing import Any
 
 from h2.errors import ErrorCodes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from h2.settings import SettingCodes
-from hpack import Encoder
+from hpack import Decoder, Encoder
 from hyperframe.frame import (
     ContinuationFrame,
-    Frame,
+    DataFrame,
     HeadersFrame,
     PingFrame,
+    PriorityFrame,
     RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
@@ -41,6 +44,7 @@ from tests.httpsupport import (
     H2Responses,
     PausingTransport,
     connect,
+    frames,
     h2Client,
     h2Request,
     largeContent,
@@ -382,23 +386,6 @@ class ALPNTests(SynchronousTestCase):
         http = session.wrappedProtocol
         http.handshakeCompleted()
         self.assertIsNone(http._channel)
-
-
-def frames(data: bytes) -> list[Any]:
-    """
-    Parse raw HTTP/2 frames (for a client that must read on after a
-    C{GOAWAY}, which C{h2}'s own client refuses to).
-
-    @param data: Whole frames.
-    @return: The C{hyperframe} frames.
-    """
-    result = []
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9 : 9 + length]))
-        result.append(frame)
-        data = data[9 + length :]
-    return result
 
 
 class RequestBodyTests(H2TestCase):
@@ -774,3 +761,568 @@ class PriorKnowledgeTests(SynchronousTestCase):
         chatty = HTTPFactory(context, config)
         self.assertFalse(chatty.http2)
         self.assertFalse(chatty.h2c)
+
+
+def frameBytes(kind: int, flags: int, streamId: int, payload: bytes) -> bytes:
+    """
+    @return: A raw frame, built by hand (for frames no library would send).
+    """
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes([kind, flags])
+        + streamId.to_bytes(4, "big")
+        + payload
+    )
+
+
+class CountingTransport(PausingTransport):
+    """
+    A transport that counts the writes it is given and records
+    C{setTcpNoDelay}.
+    """
+
+    noDelay = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        """
+        Count, then buffer.
+        """
+        self.writes += 1
+        super().write(data)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """
+        Record the option.
+        """
+        self.noDelay = enabled
+
+
+class FrameTests(H2TestCase):
+    """
+    netd's own frame layer (L{netd.http.h2frames}) on a connection: what
+    RFC 9113 requires of each frame, and the protocol errors, each answered
+    with C{GOAWAY} and its code (or C{RST_STREAM} for a stream's).
+    """
+
+    def raw(self, *chunks: bytes) -> list[Any]:
+        """
+        Send raw bytes after the client's own, and parse what the server
+        answers as raw frames.
+
+        @param chunks: Frames as bytes.
+        @return: The C{hyperframe} frames answered.
+        """
+        self.session.dataReceived(self.client.data_to_send() + b"".join(chunks))
+        sent = frames(self.transport.value())
+        self.transport.clear()
+        return sent
+
+    def assertGoaway(self, sent: list[Any], code: int) -> None:
+        """
+        @param sent: Frames the server sent.
+        @param code: The error code its C{GOAWAY} must carry.
+        """
+        goaways = [f for f in sent if f.type == 0x7]
+        self.assertEqual([f.error_code for f in goaways], [code], sent)
+        self.assertTrue(self.transport.disconnecting)
+
+    def statusOf(self, sent: list[Any]) -> dict[int, int]:
+        """
+        @param sent: Frames the server sent (from a fresh decoder's view:
+            netd's blocks never use the dynamic table).
+        @return: Stream to the C{:status} of its C{HEADERS}.
+        """
+        decoder = Decoder()
+        return {
+            f.stream_id: int(dict(decoder.decode(f.data, raw=True))[b":status"])
+            for f in sent
+            if f.type == 0x1
+        }
+
+    def test_frameTooLarge(self) -> None:
+        """
+        A frame longer than the 16384 bytes netd allows (its
+        C{SETTINGS_MAX_FRAME_SIZE}) is C{FRAME_SIZE_ERROR}.
+        """
+        self.open()
+        sent = self.raw(frameBytes(0x0, 0, 1, b"x" * 16385))
+        self.assertGoaway(sent, ErrorCodes.FRAME_SIZE_ERROR)
+
+    def test_unknownFrameIgnored(self) -> None:
+        """
+        A frame of an unknown type is ignored, even on stream 0; the next
+        request is answered.
+        """
+        self.open()
+        sent = self.raw(
+            frameBytes(0xFA, 0xFF, 0, b"whatever"),
+            self.rawHeaders(Encoder(), 1).serialize(),
+        )
+        self.assertEqual(self.statusOf(sent), {1: 200})
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_paddingAndPriority(self) -> None:
+        """
+        C{HEADERS} with padding and a priority is read past both;
+        C{PRIORITY} frames are accepted (netd does not prioritise), but
+        one on stream 0, of the wrong length or naming its own stream is
+        a protocol error.
+        """
+        self.open()
+        encoder = Encoder()
+        fields = [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", "/notes.txt"),
+        ]
+        padded = HeadersFrame(
+            1,
+            encoder.encode(fields),
+            flags=["END_HEADERS", "END_STREAM", "PADDED", "PRIORITY"],
+            pad_length=7,
+            depends_on=0,
+            stream_weight=200,
+        )
+        sent = self.raw(padded.serialize(), PriorityFrame(9, depends_on=1).serialize())
+        self.assertEqual(self.statusOf(sent), {1: 200})
+        [data] = [f for f in sent if f.type == 0x0]
+        self.assertEqual(data.data, b"plain text\n")
+        for bad, code in [
+            (frameBytes(0x2, 0, 0, b"\x00" * 5), ErrorCodes.PROTOCOL_ERROR),
+            (frameBytes(0x2, 0, 11, b"\x00" * 4), ErrorCodes.FRAME_SIZE_ERROR),
+            (PriorityFrame(13, depends_on=13).serialize(), ErrorCodes.PROTOCOL_ERROR),
+        ]:
+            self.open()
+            self.assertGoaway(self.raw(bad), code)
+
+    def test_paddedHeadersTooShort(self) -> None:
+        """
+        Padding as long as the C{HEADERS} frame is C{PROTOCOL_ERROR}.
+        """
+        self.open()
+        sent = self.raw(frameBytes(0x1, 0x4 | 0x1 | 0x8, 1, b"\x05abc"))
+        self.assertGoaway(sent, ErrorCodes.PROTOCOL_ERROR)
+
+    def test_windowUpdateOverflow(self) -> None:
+        """
+        A C{WINDOW_UPDATE} taking the connection window past 2^31-1 is a
+        C{FLOW_CONTROL_ERROR} of the connection; taking a stream's window
+        past it resets that stream only (C{RST_STREAM FLOW_CONTROL_ERROR});
+        an increment of 0 on the connection is C{PROTOCOL_ERROR}.
+        """
+        self.open()
+        self.acknowledge = False
+        stream = self.get("/large.bin")
+        # The stream's window is at 0: 2^31-1 fits, one more does not.
+        sent = self.raw(
+            WindowUpdateFrame(stream, window_increment=2**31 - 1).serialize(),
+            WindowUpdateFrame(stream, window_increment=1).serialize(),
+        )
+        resets = [(f.stream_id, f.error_code) for f in sent if f.type == 0x3]
+        self.assertEqual(resets, [(stream, ErrorCodes.FLOW_CONTROL_ERROR)])
+        self.assertFalse(self.transport.disconnecting)
+        # The connection window: 65535 at first, all spent on the stream.
+        sent = self.raw(WindowUpdateFrame(0, window_increment=2**31 - 1).serialize())
+        self.assertFalse(self.transport.disconnecting)
+        sent = self.raw(WindowUpdateFrame(0, window_increment=1).serialize())
+        self.assertGoaway(sent, ErrorCodes.FLOW_CONTROL_ERROR)
+        self.open()
+        self.assertGoaway(
+            self.raw(frameBytes(0x8, 0, 0, b"\x00\x00\x00\x00")),
+            ErrorCodes.PROTOCOL_ERROR,
+        )
+
+    def test_dataOnClosedStream(self) -> None:
+        """
+        C{DATA} on a stream the client has ended and that is answered is
+        C{RST_STREAM STREAM_CLOSED}, once: what follows it on that stream is
+        ignored (RFC 9113 section 5.1); the connection goes on, and its
+        window is given back. On a stream never opened, or on stream 0, it is a
+        C{PROTOCOL_ERROR} of the connection.
+        """
+        self.open()
+        stream = self.get("/notes.txt")
+        self.assertIn(stream, self.responses.ended)
+        sent = self.raw(*[DataFrame(stream, b"x" * 16000).serialize()] * 3)
+        self.assertEqual(
+            [(f.type, f.stream_id, f.error_code) for f in sent if f.type == 0x3],
+            [(0x3, stream, ErrorCodes.STREAM_CLOSED)],
+        )
+        self.assertIn(0, [f.stream_id for f in sent if f.type == 0x8])
+        self.assertFalse(self.transport.disconnecting)
+        self.assertGoaway(
+            self.raw(DataFrame(99, b"x").serialize()), ErrorCodes.PROTOCOL_ERROR
+        )
+        self.open()
+        self.assertGoaway(
+            self.raw(frameBytes(0x0, 0, 0, b"x")), ErrorCodes.PROTOCOL_ERROR
+        )
+
+    def test_requestBodyWindows(self) -> None:
+        """
+        A request body larger than the initial windows is taken: netd gives
+        the connection's and the stream's windows back as the data arrive
+        (C{WINDOW_UPDATE} on both), so the client is not stalled.
+        """
+        self.open()
+        self.acknowledge = False
+        encoder = Encoder()
+        opening = self.rawHeaders(encoder, 1, path="/large.bin", content_length="98304")
+        opening.flags.discard("END_STREAM")
+        sent = self.raw(
+            opening.serialize(), *[DataFrame(1, b"x" * 16384).serialize()] * 6
+        )
+        updates = {f.stream_id for f in sent if f.type == 0x8}
+        self.assertEqual(updates, {0, 1})
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual([f for f in sent if f.type == 0x3], [])
+
+    def test_headersOnClosedStream(self) -> None:
+        """
+        A new header block on a stream already closed is C{STREAM_CLOSED};
+        on an even (server) stream C{PROTOCOL_ERROR}.
+        """
+        self.open()
+        stream = self.get("/notes.txt")
+        self.assertGoaway(
+            self.raw(self.rawHeaders(Encoder(), stream).serialize()),
+            ErrorCodes.STREAM_CLOSED,
+        )
+        self.open()
+        self.assertGoaway(
+            self.raw(self.rawHeaders(Encoder(), 2).serialize()),
+            ErrorCodes.PROTOCOL_ERROR,
+        )
+
+    def test_continuation(self) -> None:
+        """
+        A header block split over C{HEADERS} and C{CONTINUATION} frames is
+        one request; any other frame between them is C{PROTOCOL_ERROR}, as
+        is a C{CONTINUATION} with no block open.
+        """
+        self.open()
+        block = self.rawHeaders(Encoder(), 1).data
+        sent = self.raw(
+            HeadersFrame(1, block[:5], flags=["END_STREAM"]).serialize(),
+            ContinuationFrame(1, block[5:10]).serialize(),
+            ContinuationFrame(1, block[10:], flags=["END_HEADERS"]).serialize(),
+        )
+        self.assertEqual(self.statusOf(sent), {1: 200})
+        self.open()
+        sent = self.raw(
+            HeadersFrame(1, block[:5]).serialize(),
+            PingFrame(0, opaque_data=b"12345678").serialize(),
+        )
+        self.assertGoaway(sent, ErrorCodes.PROTOCOL_ERROR)
+        self.open()
+        sent = self.raw(ContinuationFrame(1, block, flags=["END_HEADERS"]).serialize())
+        self.assertGoaway(sent, ErrorCodes.PROTOCOL_ERROR)
+
+    def test_badPreface(self) -> None:
+        """
+        A connection that does not start with the HTTP/2 preface, or whose
+        preface is not followed by C{SETTINGS}, is C{PROTOCOL_ERROR}.
+        """
+        self.open(exchange=False)
+        self.session.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertGoaway(frames(self.transport.value()), ErrorCodes.PROTOCOL_ERROR)
+        self.open(exchange=False)
+        self.session.dataReceived(PREFACE[:10])
+        self.assertFalse(self.transport.disconnecting)
+        self.session.dataReceived(PREFACE[10:] + PingFrame(0).serialize())
+        self.assertGoaway(frames(self.transport.value()), ErrorCodes.PROTOCOL_ERROR)
+
+    def test_badSettings(self) -> None:
+        """
+        C{SETTINGS_INITIAL_WINDOW_SIZE} past 2^31-1 is C{FLOW_CONTROL_ERROR};
+        a C{SETTINGS_MAX_FRAME_SIZE} outside 16384..2^24-1, or
+        C{SETTINGS_ENABLE_PUSH} other than 0 or 1, C{PROTOCOL_ERROR}; a
+        C{SETTINGS ACK} with a payload, or a length not a multiple of 6,
+        C{FRAME_SIZE_ERROR}; so is a C{PUSH_PROMISE} from a client
+        (C{PROTOCOL_ERROR}).
+        """
+        for payload, code in [
+            (b"\x00\x04\x80\x00\x00\x00", ErrorCodes.FLOW_CONTROL_ERROR),
+            (b"\x00\x05\x00\x00\x00\x64", ErrorCodes.PROTOCOL_ERROR),
+            (b"\x00\x02\x00\x00\x00\x02", ErrorCodes.PROTOCOL_ERROR),
+            (b"\x00\x02\x00\x00\x00", ErrorCodes.FRAME_SIZE_ERROR),
+        ]:
+            self.open()
+            self.assertGoaway(self.raw(frameBytes(0x4, 0, 0, payload)), code)
+        self.open()
+        self.assertGoaway(
+            self.raw(frameBytes(0x4, 0x1, 0, b"\x00" * 6)), ErrorCodes.FRAME_SIZE_ERROR
+        )
+        self.open()
+        self.assertGoaway(
+            self.raw(frameBytes(0x5, 0x4, 1, b"\x00\x00\x00\x02\x82")),
+            ErrorCodes.PROTOCOL_ERROR,
+        )
+
+    def test_initialWindowChange(self) -> None:
+        """
+        A new C{SETTINGS_INITIAL_WINDOW_SIZE} moves the send window of every
+        open stream by the difference (RFC 9113 section 6.9.2): a stream
+        stalled at 1000 bytes goes on once the setting grows.
+        """
+        self.open()
+        self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+        self.talk()
+        self.acknowledge = False
+        stream = self.get("/large.bin")
+        self.assertEqual(len(self.responses.bodies[stream]), 1000)
+        self.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 5000})
+        self.talk()
+        self.assertEqual(self.responses.bodies[stream], largeContent()[:5000])
+
+    def test_malformedRequest(self) -> None:
+        """
+        A malformed request (RFC 9113 section 8.1.1: uppercase name,
+        connection-specific field, C{te} other than C{trailers}, empty
+        C{:path}, a pseudo-header after a field) is reset with
+        C{RST_STREAM PROTOCOL_ERROR}, never answered; the connection goes on.
+        """
+        self.open()
+        encoder = Encoder()
+        bad = [
+            [(":method", "GET"), (":scheme", "https"), (":path", "/"), ("X-Up", "1")],
+            [(":method", "GET"), (":scheme", "https"), (":path", "/")]
+            + [("connection", "keep-alive")],
+            [(":method", "GET"), (":scheme", "https"), (":path", "/"), ("te", "gzip")],
+            [(":method", "GET"), (":scheme", "https"), (":path", "")],
+            [(":method", "GET"), ("x", "1"), (":scheme", "https"), (":path", "/")],
+        ]
+        streams = list(range(1, 2 * len(bad), 2))
+        sent = self.raw(
+            *[
+                HeadersFrame(
+                    stream, encoder.encode(fields), flags=["END_HEADERS", "END_STREAM"]
+                ).serialize()
+                for stream, fields in zip(streams, bad)
+            ]
+        )
+        self.assertEqual(
+            [(f.stream_id, f.error_code) for f in sent if f.type == 0x3],
+            [(s, ErrorCodes.PROTOCOL_ERROR) for s in streams],
+        )
+        self.assertEqual(self.statusOf(sent), {})
+        self.assertFalse(self.transport.disconnecting)
+        good = self.raw(self.rawHeaders(encoder, streams[-1] + 2).serialize())
+        self.assertEqual(self.statusOf(good), {streams[-1] + 2: 200})
+
+    def test_malformedRequestsCounted(self) -> None:
+        """
+        Resets the client makes netd send (malformed requests in a loop,
+        "MadeYouReset") count against C{http2_max_resets} like its own.
+        """
+        self.open(http2_max_resets=10)
+        encoder = Encoder()
+        fields = [(":method", "GET"), (":scheme", "https"), (":path", "")]
+        sent = self.raw(
+            *[
+                HeadersFrame(
+                    stream, encoder.encode(fields), flags=["END_HEADERS", "END_STREAM"]
+                ).serialize()
+                for stream in range(1, 24, 2)
+            ]
+        )
+        self.assertGoaway(sent, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def test_resetAfterRequestNotAnswered(self) -> None:
+        """
+        A request reset in the same read as its C{HEADERS} gets no response
+        at all (nothing is read from its file).
+        """
+        self.open()
+        encoder = Encoder()
+        sent = self.raw(
+            self.rawHeaders(encoder, 1).serialize(),
+            RstStreamFrame(1, error_code=ErrorCodes.CANCEL).serialize(),
+        )
+        self.assertEqual([f for f in sent if f.stream_id == 1], [])
+        self.assertEqual(self.factory.requests, 0)
+
+    def test_tableSizeUpdate(self) -> None:
+        """
+        After the client's C{SETTINGS_HEADER_TABLE_SIZE}, the next header
+        block netd sends starts with a dynamic table size update to 0
+        (netd's blocks use no table, so 0 fits any size), and only that one.
+        """
+        self.open()
+        self.client.update_settings({SettingCodes.HEADER_TABLE_SIZE: 0})
+        self.talk()
+        encoder = Encoder()
+        first = self.raw(self.rawHeaders(encoder, 1).serialize())
+        second = self.raw(self.rawHeaders(encoder, 3).serialize())
+        [block] = [f.data for f in first if f.type == 0x1]
+        [again] = [f.data for f in second if f.type == 0x1]
+        self.assertEqual(block[:1], b"\x20")
+        self.assertEqual(again, block[1:])
+
+    def test_oneWritePerRead(self) -> None:
+        """
+        Ten requests in one read are answered in one write to the
+        transport, each small body's C{DATA} right after its C{HEADERS};
+        C{TCP_NODELAY} is set on the connection.
+        """
+        self.open(transportClass=CountingTransport)
+        self.assertTrue(self.transport.noDelay)
+        encoder = Encoder()
+        self.transport.writes = 0
+        sent = self.raw(
+            *[self.rawHeaders(encoder, s).serialize() for s in range(1, 21, 2)]
+        )
+        self.assertEqual(self.transport.writes, 1)
+        self.assertEqual(
+            [(f.type, f.stream_id) for f in sent],
+            [(t, s) for s in range(1, 21, 2) for t in (0x1, 0x0)],
+        )
+        self.assertEqual(self.factory.requests, 10)
+
+    def test_recordSizedFrames(self) -> None:
+        """
+        A large body goes in C{DATA} frames of 16375 bytes, each with its
+        header exactly one TLS record (16384 bytes), four to a write,
+        whatever larger frame size the client allows; the body is intact.
+        """
+        self.open(transportClass=CountingTransport)
+        self.transport.bufferSize = 2**30
+        self.client.update_settings(
+            {
+                SettingCodes.MAX_FRAME_SIZE: 2**20,
+                SettingCodes.INITIAL_WINDOW_SIZE: 2**30,
+            }
+        )
+        self.client.increment_flow_control_window(2**30)
+        self.talk()
+        self.transport.clear()
+        self.transport.writes = 0
+        h2Request(self.client, "/large.bin")
+        self.session.dataReceived(self.client.data_to_send())
+        data = [f for f in frames(self.transport.value()) if f.type == 0x0]
+        self.assertEqual({len(f.data) for f in data[:-1]}, {16375})
+        self.assertEqual(b"".join(f.data for f in data), largeContent())
+        self.assertEqual(self.transport.writes, -(-len(data) // 4))
+
+    def test_longResponseHeaders(self) -> None:
+        """
+        A response header block larger than the client's maximum frame size
+        (long configured extra fields) goes as C{HEADERS} and
+        C{CONTINUATION} frames; the client reads the fields whole.
+        """
+        value = "v" * 9000
+        names = ["X-Long-One", "X-Long-Two", "X-Long-Three"]
+        self.open(headers={name: value for name in names})
+        stream = h2Request(self.client, "/notes.txt")
+        self.session.dataReceived(self.client.data_to_send())
+        data = self.transport.value()
+        self.transport.clear()
+        kinds = [f.type for f in frames(data) if f.stream_id == stream]
+        self.assertEqual(kinds, [0x1, 0x9, 0x0])
+        self.responses.receive(self.client, data)
+        self.assertEqual(self.responses.status[stream], 200)
+        for name in names:
+            self.assertEqual(self.responses.headers[stream][name.lower()], value)
+        self.assertEqual(self.responses.bodies[stream], b"plain text\n")
+
+    def test_trailers(self) -> None:
+        """
+        Trailers on a request (a second header block, ending the stream)
+        are read and ignored; trailers with a pseudo-header field reset
+        the stream.
+        """
+        self.open()
+        encoder = Encoder()
+        opening = self.rawHeaders(encoder, 1, path="/notes.txt")
+        opening.flags.discard("END_STREAM")
+        trailers = HeadersFrame(
+            1, encoder.encode([("x-sum", "1")]), flags=["END_HEADERS", "END_STREAM"]
+        )
+        sent = self.raw(opening.serialize(), trailers.serialize())
+        self.assertEqual(self.statusOf(sent), {1: 200})
+        self.assertEqual([f for f in sent if f.type == 0x3], [])
+        self.assertFalse(self.transport.disconnecting)
+        opening = self.rawHeaders(encoder, 3, path="/large.bin")
+        opening.flags.discard("END_STREAM")
+        bad = HeadersFrame(
+            3, encoder.encode([(":path", "/x")]), flags=["END_HEADERS", "END_STREAM"]
+        )
+        sent = self.raw(opening.serialize(), bad.serialize())
+        self.assertIn(
+            (3, ErrorCodes.PROTOCOL_ERROR),
+            [(f.stream_id, f.error_code) for f in sent if f.type == 0x3],
+        )
+
+
+_frameStrategy = st.tuples(
+    st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xFA]),
+    st.sampled_from([0x0, 0x1, 0x4, 0x5, 0x8, 0x20, 0x2D, 0xFF]),
+    st.sampled_from([0, 0, 1, 1, 3, 2, 2**31 - 1]),
+    # The lengths that PRIORITY, RST_STREAM, WINDOW_UPDATE, SETTINGS and PING
+    # frames must have, often, so that their handling is reached.
+    st.one_of(
+        *[st.binary(min_size=n, max_size=n) for n in (0, 4, 5, 6, 8)],
+        st.binary(max_size=64),
+    ),
+)
+
+
+class FuzzTests(SynchronousTestCase):
+    """
+    Whatever frames a client sends after a valid preface, the connection
+    answers or closes; it never fails with an unexpected error.
+    """
+
+    @settings(
+        max_examples=500,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(st.lists(_frameStrategy, max_size=12), st.integers(1, 40))
+    def test_randomFrames(
+        self, sent: list[tuple[int, int, int, bytes]], cut: int
+    ) -> None:
+        """
+        Random frames (known and unknown types, any flags, a few streams,
+        short payloads, split at an arbitrary point) raise nothing and log
+        no failure.
+
+        @param sent: C{(type, flags, stream, payload)} of each frame.
+        @param cut: Where to split the bytes between two reads.
+        """
+        base = self.mktemp()
+        os.makedirs(base)
+        root, _ = makeTree(base)
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        factory, context = makeFactory(None, clock, root=root)
+        session, transport = connect(factory, context, transportClass=PausingTransport)
+        transport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        http = session.wrappedProtocol
+        http.handshakeCompleted()
+        events: list[dict[str, Any]] = []
+        http._channel._log = Logger(observer=events.append)
+        request = HeadersFrame(
+            1,
+            Encoder().encode(
+                [(":method", "GET"), (":scheme", "https"), (":path", "/small.html")]
+            ),
+            flags=["END_HEADERS"],
+        ).serialize()
+        data = (
+            PREFACE
+            + SettingsFrame(0).serialize()
+            + request
+            + b"".join(frameBytes(*frame) for frame in sent)
+        )
+        session.dataReceived(data[:cut])
+        session.dataReceived(data[cut:])
+        clock.advance(100)
+        factory.tick()
+        failures = [e for e in events if "log_failure" in e]
+        self.assertEqual(failures, [], [e["log_failure"] for e in failures])

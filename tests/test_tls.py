@@ -24,20 +24,23 @@ import re
 import socket
 import ssl
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.protocols.tls import BufferingTLSTransport
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.protocols.wire import Echo
 from twisted.trial.unittest import SynchronousTestCase
 
 from netd.services import serviceTypes
 from netd.tls import (
-    FlushingTLSTransport,
+    FLUSH_EVERY,
+    RecordBatchingTLS,
     ServerTLS,
+    TLSFactory,
     sslContextFactory,
     tlsServerFactory,
 )
@@ -507,7 +510,7 @@ class MatrixTests(SynchronousTestCase):
 
 class FlushOnCloseNotifyTests(SynchronousTestCase):
     """
-    L{FlushingTLSTransport}: a client that sends its last data and its
+    L{RecordBatchingTLS}: a client that sends its last data and its
     C{close_notify} together (C{echo hi | socat - OPENSSL:...}) gets the
     reply before netd's own C{close_notify}.
     """
@@ -572,14 +575,132 @@ class FlushOnCloseNotifyTests(SynchronousTestCase):
         """
         The echo arrives, then the server's C{close_notify}.
         """
-        self.assertEqual(self.exchange(FlushingTLSTransport), (b"hi", True))
+        self.assertEqual(self.exchange(RecordBatchingTLS), (b"hi", True))
 
     def test_twistedDropsIt(self) -> None:
         """
         Canary: Twisted's own L{BufferingTLSTransport} still drops the
-        reply (if a Twisted release fixes it, L{FlushingTLSTransport} can
+        reply (if a Twisted release fixes it, L{RecordBatchingTLS} can
         go); its C{_shutdownTLS} and C{_aggregator} are what
-        L{FlushingTLSTransport} relies on.
+        L{RecordBatchingTLS} relies on.
         """
         self.assertEqual(self.exchange(BufferingTLSTransport), (b"", True))
         self.assertTrue(callable(BufferingTLSTransport._shutdownTLS))
+
+
+class CountingTransport(StringTransport):
+    """
+    A transport that counts the writes it is given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        """
+        Count, then buffer.
+        """
+        self.writes += 1
+        super().write(data)
+
+
+class RecordBatchingTests(SynchronousTestCase):
+    """
+    L{netd.tls.RecordBatchingTLS}: each application write is one write to
+    the socket, whatever its number of TLS records, and the client reads
+    exactly what was written.
+    """
+
+    def setUp(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        keyPath, certPath = writeSelfSignedCertificate(directory)
+        self.server = sslContextFactory(
+            f"ssl:0:privateKey={escape(keyPath)}:certKey={escape(certPath)}"
+        )
+
+    def connect(self, factoryClass: type) -> tuple[Protocol, CountingTransport, Any]:
+        """
+        Handshake a pyOpenSSL client with a server connection of
+        C{factoryClass}, in memory.
+
+        @param factoryClass: L{TLSFactory} or Twisted's
+            L{TLSMemoryBIOFactory}.
+        @return: The application protocol, the server's transport and the
+            client connection.
+        """
+        factory = factoryClass(
+            self.server, False, Factory.forProtocol(Protocol), clock=Clock()
+        )
+        tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = CountingTransport()
+        tls.makeConnection(transport)
+        client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+        client.set_connect_state()
+        for _ in range(20):
+            with contextlib.suppress(SSL.WantReadError):
+                client.do_handshake()
+            with contextlib.suppress(SSL.WantReadError):
+                tls.dataReceived(client.bio_read(1 << 16))
+            if transport.value():
+                client.bio_write(transport.value())
+                transport.clear()
+            if tls.wrappedProtocol.transport is not None and client.get_finished():
+                with contextlib.suppress(SSL.WantReadError):
+                    client.recv(1)
+                break
+        transport.writes = 0
+        return tls.wrappedProtocol, transport, client
+
+    def read(self, client: Any, transport: CountingTransport) -> bytes:
+        """
+        @return: What the client decrypts of what the server wrote.
+        """
+        client.bio_write(transport.value())
+        transport.clear()
+        received = b""
+        with contextlib.suppress(SSL.WantReadError):
+            while True:
+                received += client.recv(1 << 16)
+        return received
+
+    def test_oneWritePerWrite(self) -> None:
+        """
+        100 KiB (seven records) written at once reach the socket in one
+        write, where Twisted's own TLS transport makes seven; the client
+        reads them intact.
+        """
+        data = os.urandom(100 * 1024)
+        app, transport, client = self.connect(TLSFactory)
+        app.transport.write(data)
+        self.assertEqual(transport.writes, 1)
+        self.assertEqual(self.read(client, transport), data)
+        app, transport, client = self.connect(TLSMemoryBIOFactory)
+        app.transport.write(data)
+        self.assertEqual(transport.writes, 7)
+        self.assertEqual(self.read(client, transport), data)
+
+    def test_largeWriteInParts(self) -> None:
+        """
+        A write larger than L{FLUSH_EVERY} reaches the socket in parts of
+        about that size (the records are not all held), in order.
+        """
+        data = os.urandom(3 * FLUSH_EVERY + 5)
+        app, transport, client = self.connect(TLSFactory)
+        app.transport.write(data)
+        self.assertEqual(transport.writes, 4)
+        self.assertEqual(self.read(client, transport), data)
+
+    def test_smallWritesAggregated(self) -> None:
+        """
+        Small writes are still gathered by Twisted's aggregation (one write
+        at the next reactor turn).
+        """
+        app, transport, client = self.connect(TLSFactory)
+        for _ in range(10):
+            app.transport.write(b"line\n")
+        self.assertEqual(transport.writes, 0)
+        app.transport._aggregator.flush()
+        self.assertEqual(transport.writes, 1)
+        self.assertEqual(self.read(client, transport), b"line\n" * 10)

@@ -118,6 +118,44 @@ RELIANCES = [
         "the buffer it measures must still be dataBuffer/_tempData only",
         "(self)",
     ),
+    # netd/tls.py: RecordBatchingTLS writes each application write's
+    # records to the socket together.
+    Reliance(
+        "twisted.protocols.tls.TLSMemoryBIOProtocol._write",
+        "netd.tls",
+        "RecordBatchingTLS._write overrides it: compare with Twisted's loop"
+        " (WantReadError buffering, Error shutdown)",
+        "(self, bytes)",
+    ),
+    Reliance(
+        "twisted.protocols.tls.TLSMemoryBIOProtocol._flushSendBIO",
+        "netd.tls",
+        "RecordBatchingTLS._flushSendBIO overrides it (reads the BIO dry)",
+        "(self)",
+    ),
+    Reliance(
+        "twisted.protocols.tls.TLSMemoryBIOProtocol._bufferedWrite",
+        "netd.tls",
+        "RecordBatchingTLS._write buffers through it when OpenSSL wants to read",
+        "(self, octets)",
+    ),
+    Reliance(
+        "twisted.protocols.tls.TLSMemoryBIOProtocol._tlsShutdownFinished",
+        "netd.tls",
+        "RecordBatchingTLS._write ends the connection through it on SSL.Error",
+        "(self, reason)",
+    ),
+    Reliance(
+        "twisted.protocols.tls.TLSMemoryBIOProtocol._lostTLSConnection",
+        "netd.tls",
+        "RecordBatchingTLS._write writes nothing once it is set",
+    ),
+    Reliance(
+        "twisted.protocols.tls.TLSMemoryBIOProtocol",
+        "netd.tls",
+        "RecordBatchingTLS._write sends through the OpenSSL connection it keeps",
+        instanceAttribute="_tlsConnection",
+    ),
     # netd/sockets.py: netd's ports and adopted sockets.
     Reliance(
         "twisted.internet.tcp.Port.transport",

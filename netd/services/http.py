@@ -20,6 +20,7 @@ from attrs import evolve
 
 from netd.counters import Series, series
 from netd.descriptions import DatagramListener, StreamListener
+from netd.http import h2frames
 from netd.http.h3 import HTTP3Server
 from netd.http.server import HTTPConfig, HTTPFactory
 from netd.probe import ProbeFailed, ProbeTarget, streamOnly, why
@@ -373,8 +374,8 @@ SETTINGS = (
         "http2_max_resets",
         200,
         integer(1, 1_000_000),
-        "HTTP/2 streams a client may reset per second before it is cut"
-        " (rapid reset, CVE-2023-44487)",
+        "HTTP/2 streams a client may reset, or make netd reset (malformed"
+        " requests), per second before it is cut (rapid reset, CVE-2023-44487)",
     ),
     Setting(
         "http2_max_control_frames",
@@ -717,44 +718,52 @@ def http2Probe(skt: Any) -> str:
     @return: What was answered.
     @raise ProbeFailed: If the answer is not 200, or the exchange fails.
     """
-    from h2.config import H2Configuration
-    from h2.connection import H2Connection
-    from h2.events import ConnectionTerminated, ResponseReceived, StreamReset
-    from h2.exceptions import ProtocolError
-
-    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
-    client.initiate_connection()
-    client.send_headers(
-        1,
-        [
-            (b":method", b"GET"),
-            (b":scheme", b"https"),
-            (b":authority", b"localhost"),
-            (b":path", b"/"),
-            (b"user-agent", b"netd-probe"),
-        ],
-        end_stream=True,
+    fields = (
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", b"/"),
+        (b"user-agent", b"netd-probe"),
     )
+    request = [h2frames.PREFACE, h2frames.settingsFrame({})]
+    request += h2frames.headersFrames(
+        1, h2frames.encodeHeaders(fields), True, h2frames.DEFAULT_FRAME_SIZE
+    )
+    decoder = h2frames.HeaderDecoder(65536)
+    block: list[bytes] = []
+    rest = b""
     try:
-        skt.sendall(client.data_to_send())
+        skt.sendall(b"".join(request))
         for _ in range(64):
             data = skt.recv(65536)
             if not data:
                 break
-            for event in client.receive_data(data):
-                if isinstance(event, ResponseReceived):
-                    status = dict(event.headers).get(b":status", b"").decode()
-                    if status != "200":
-                        raise ProbeFailed(
-                            f"GET / over HTTP/2 answered {status}, not 200"
-                        )
-                    return f"GET / over HTTP/2 answered {status}"
-                if isinstance(event, (StreamReset, ConnectionTerminated)):
+            found, rest = h2frames.splitFrames(rest + data)
+            reply = []
+            for kind, flags, streamId, payload in found:
+                if kind == h2frames.SETTINGS and not flags & h2frames.ACK:
+                    reply.append(h2frames.SETTINGS_ACK)
+                elif (
+                    kind in (h2frames.HEADERS, h2frames.CONTINUATION) and streamId == 1
+                ):
+                    block.append(h2frames.headerFragment(kind, flags, payload))
+                    if flags & h2frames.END_HEADERS:
+                        headers = dict(decoder.decode(b"".join(block)))
+                        status = headers.get(b":status", b"").decode("latin-1")
+                        if status != "200":
+                            raise ProbeFailed(
+                                f"GET / over HTTP/2 answered {status}, not 200"
+                            )
+                        return f"GET / over HTTP/2 answered {status}"
+                elif kind == h2frames.GOAWAY or (
+                    kind == h2frames.RST_STREAM and streamId == 1
+                ):
                     raise ProbeFailed("GET / over HTTP/2 was refused")
-            skt.sendall(client.data_to_send())
+            if reply:
+                skt.sendall(b"".join(reply))
     except OSError as e:
         raise ProbeFailed(f"exchange failed: {why(e)}") from None
-    except ProtocolError as e:
+    except h2frames.ConnectionError as e:
         raise ProbeFailed(f"HTTP/2 protocol error: {e}") from None
     raise ProbeFailed("GET / over HTTP/2 got no answer")
 
