@@ -39,6 +39,12 @@ class Responder(FieldResponder):
     def _resetStream(self, streamId: int) -> None:
         self.reset.append(streamId)
 
+    def peer(self) -> Any:
+        return None
+
+    def _respond(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the body reader sends no response")
+
 
 class ReadTests(SynchronousTestCase):
     """
@@ -89,3 +95,25 @@ class ReadTests(SynchronousTestCase):
         [event] = events
         self.assertEqual(event["framing"], "HTTP/9")
         self.assertEqual(event["service"], "www")
+
+
+class AbstractTests(SynchronousTestCase):
+    """
+    L{FieldResponder} is abstract: a framing must give what it frames.
+    """
+
+    def test_framingMethodsRequired(self) -> None:
+        """
+        A framing without C{_respond}, C{_resetStream} and C{peer} cannot be
+        made.
+        """
+
+        class Incomplete(FieldResponder):
+            """
+            A framing that gives none of them.
+            """
+
+        with self.assertRaises(TypeError) as caught:
+            Incomplete()  # type: ignore[abstract]
+        for name in ("_respond", "_resetStream", "peer"):
+            self.assertIn(name, str(caught.exception))

@@ -9,6 +9,7 @@ decided, and hands them to the framing's C{_respond}.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -70,12 +71,13 @@ class Body:
             self.fd = None
 
 
-class FieldResponder(FieldReader):
+class FieldResponder(FieldReader, ABC):
     """
     The L{Responder<netd.http.answer.Responder>} methods of a framing that
     sends header fields: each builds the fields after C{:status} and
     C{date} and calls L{_respond}. A L{FieldReader}: L{answerFields} reads
-    a decoded header block with the same limits as HTTP/1.1's.
+    a decoded header block with the same limits as HTTP/1.1's. Abstract:
+    each framing gives L{_respond}, L{_resetStream} and L{peer}.
 
     @ivar factory: The service's shared state.
     """
@@ -115,20 +117,21 @@ class FieldResponder(FieldReader):
         self._resetStream(body.req.streamId)
         return None
 
+    @abstractmethod
     def _resetStream(self, streamId: int) -> None:
         """
         Reset a stream whose response cannot be completed (the framing's).
 
         @param streamId: The stream.
         """
-        raise NotImplementedError(type(self).__name__ + "._resetStream")
 
+    @abstractmethod
     def peer(self) -> Any:
         """
         @return: The client's address (the framing's).
         """
-        raise NotImplementedError(type(self).__name__ + ".peer")
 
+    @abstractmethod
     def _respond(
         self,
         req: Request,
@@ -150,7 +153,6 @@ class FieldResponder(FieldReader):
         @param offset: Where the body starts (in C{data} or the file).
         @param length: Its length (0 for none, as for C{HEAD}).
         """
-        raise NotImplementedError(type(self).__name__ + "._respond")
 
     def answerFields(self, streamId: int, headers: Any, version: str) -> None:
         """
