@@ -826,6 +826,30 @@ class ExecProtocolTests(SynchronousTestCase):
         self.assertTrue(self.spawner.stopped)
 
 
+class SupervisorStopTests(SynchronousTestCase):
+    """
+    L{ExecSupervisor.stopService}.
+    """
+
+    def test_waitsForTheSpawner(self) -> None:
+        """
+        With no program running, what C{stopService} returns fires only once
+        the spawner is stopped and reaped (it returned L{None} before, so
+        netd's stop did not wait for the reap).
+        """
+        spawner = FakeSpawner()
+        reaped: defer.Deferred[None] = defer.Deferred()
+        spawner.stop = lambda: reaped  # type: ignore[method-assign]
+        context = makeContext("exec", settings={"command": ("/bin/true",)})
+        supervisor = ExecSupervisor(context, spawner)  # type: ignore[arg-type]
+        supervisor.startService()
+        stopping = supervisor.stopService()
+        self.assertIsInstance(stopping, defer.Deferred)
+        self.assertNoResult(stopping)
+        reaped.callback(None)
+        self.assertIsNone(self.successResultOf(stopping))
+
+
 class StderrTests(SynchronousTestCase):
     """
     L{_StderrReader}: one event per line, bounded.

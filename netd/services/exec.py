@@ -582,10 +582,12 @@ class ExecSupervisor(Service):
         @return: A L{Deferred} that fires when the spawner is closed.
         """
         Service.stopService(self)
-        self._stopping = defer.Deferred()
+        stopping: defer.Deferred[None] = defer.Deferred()
+        self._stopping = stopping
         if not self.children:
+            # _finishStop forgets self._stopping: return the Deferred itself.
             self._finishStop()
-            return self._stopping
+            return stopping
         reactor = self.context.reactor
         deadline = reactor.callLater(self.context.drainTimeout, self._terminateAll)
         last = reactor.callLater(
